@@ -1,0 +1,109 @@
+"""The quantizer case set: shapes that straddle block boundaries, block magnitudes, special values.
+
+Every case derives from one recorded seed, so a failing case is reproduced by (name, seed).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+BF16_MAX = float(torch.finfo(torch.bfloat16).max)
+
+# Per-block magnitudes worth covering: zero, bf16 subnormal, tiny (448/a overflows), amax floor,
+# fp8 max, bf16 max.
+MAGNITUDES = {
+    "zero": 0.0,
+    "subnormal": 1e-40,
+    "tiny": 1e-38,
+    "floor": 1e-4,
+    "unit": 1.0,
+    "fp8_max": 448.0,
+    "bf16_max": BF16_MAX,
+}
+SPECIALS = {"nan": float("nan"), "posinf": float("inf"), "neginf": float("-inf")}
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    seed: int
+    make: Callable[[torch.Generator], torch.Tensor]
+    note: str = ""
+
+    def tensor(self) -> torch.Tensor:
+        return self.make(torch.Generator().manual_seed(self.seed))
+
+
+def case_seed(base_seed: int, name: str) -> int:
+    """A per-case seed stable under reordering or adding cases."""
+    return (base_seed * 1_000_003 + zlib.crc32(name.encode())) % (2**31)
+
+
+def randn(shape, gen, scale=0.02, dtype=torch.bfloat16) -> torch.Tensor:
+    return (torch.randn(shape, generator=gen) * scale).to(dtype)
+
+
+def _block_fill(shape, magnitude, block=(128, 128), at=(0, 0)):
+    def make(gen):
+        x = randn(shape, gen).float()
+        r, c = at[0] * block[0], at[1] * block[1]
+        sub = x[r : r + block[0], c : c + block[1]]
+        sub.copy_(torch.sign(sub) * magnitude if magnitude else torch.zeros_like(sub))
+        return x.bfloat16()
+    return make
+
+
+def _special(shape, value, at):
+    def make(gen):
+        x = randn(shape, gen)
+        x[at] = value
+        return x
+    return make
+
+
+def _edge_pad(gen):
+    x = torch.full((1, 129), 1e-4, dtype=torch.bfloat16)
+    x[0, 128] = 100.0
+    return x
+
+
+def _pow2_amax(gen):
+    x = randn((256, 256), gen).float()
+    for k, (bi, bj) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        blk = x[bi * 128 : bi * 128 + 128, bj * 128 : bj * 128 + 128]
+        blk.clamp_(-0.5, 0.5)
+        blk[0, 0] = 448.0 * 2.0 ** (-(k + 3))
+    return x.bfloat16()
+
+
+SHAPES = [(1, 1), (127, 129), (129, 257), (300, 520), (256, 384), (128, 128), (385, 130), (1, 129), (130, 1)]
+
+
+def default_cases(seed: int = 0) -> list[Case]:
+    """The standard case set used by `check` and the PR suite."""
+    out: list[Case] = []
+
+    def add(name, make, note=""):
+        out.append(Case(name, case_seed(seed, name), make, note))
+
+    for m, n in SHAPES:
+        add(f"randn_{m}x{n}", lambda g, s=(m, n): randn(s, g), "randn*0.02 bf16")
+    add("randn_f32_129x257", lambda g: randn((129, 257), g, dtype=torch.float32), "float32 input")
+    for mag_name, mag in MAGNITUDES.items():
+        add(f"block_{mag_name}_256x256", _block_fill((256, 256), mag, at=(0, 1)), f"block (0,1) at |x|={mag}")
+    add("all_zero_130x130", lambda g: torch.zeros(130, 130, dtype=torch.bfloat16))
+    add("edge_pad_1x129", _edge_pad, "REFERENCE §3 padding example")
+    add("edge_outlier_129x257", _special((129, 257), 1e4, (-1, -1)), "outlier at [-1,-1]")
+    add("pow2_amax_256x256", _pow2_amax, "block amax = 448 * 2^-k")
+    for sp_name, sp in SPECIALS.items():
+        add(f"{sp_name}_in_block_256x256", _special((256, 256), sp, (5, 200)), f"{sp_name} in block (0,1)")
+    return out
+
+
+def iter_tensors(cases) -> Iterator[tuple[Case, torch.Tensor]]:
+    for case in cases:
+        yield case, case.tensor()

@@ -1,0 +1,68 @@
+"""A quantizer recipe is data: every choice a real implementation makes, named.
+
+Two implementations then differ exactly where their Recipe objects differ (``recipe_diff``).
+The fields are applied in this order by ``quantize``:
+
+  upcast -> nan policy -> pad -> tile -> (nan_to_num) -> amax -> amax_floor
+  -> scale (scale_form, with zero/inf fix-ups) -> scale_min -> pow2
+  -> elementwise quantize (quantize_op) -> clamp -> cast -> untile -> crop (contiguous or view)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+Padding = Literal["zero", "edge", "none"]
+# descale: sf = amax / MAX is computed and stored; scale: s = MAX / amax is computed, 1/s stored.
+ScaleForm = Literal["descale", "scale", "scale_f64"]
+Pow2 = Literal["none", "float_ceil", "bits_ceil", "nemo_e8m0", "te_frexp"]
+QuantizeOp = Literal["mul_reciprocal", "div", "mul_scale"]
+NanPolicy = Literal["propagate", "zero", "raise"]
+InfScale = Literal["propagate", "one", "fmax"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    block: tuple[int, int] = (128, 128)
+    # Upcast the whole input to float32 before anything else (NeMo-RL's caller does `.to(float)`).
+    upcast_input: bool = False
+    padding: Padding = "zero"
+    amax_floor: Optional[float] = None
+    scale_form: ScaleForm = "descale"
+    # In scale form: s = 1 where amax == 0 (else s = MAX/0 = inf and scale_inv 0).
+    zero_amax_scale_one: bool = False
+    # In scale form, what happens where s or amax is inf.
+    inf_scale: InfScale = "propagate"
+    pow2: Pow2 = "none"
+    # Lower bound on the descale, applied before pow2 (vLLM native activation path; descale form).
+    scale_min: Optional[float] = None
+    quantize_op: QuantizeOp = "mul_reciprocal"
+    clamp: bool = False
+    nan_policy: NanPolicy = "propagate"
+    # True: return the cropped slice of the padded result, as the implementation does
+    # (non-contiguous when the last dim was padded).
+    crop_as_view: bool = False
+    source: str = ""
+
+    def __post_init__(self):
+        bm, bn = self.block
+        if not (isinstance(bm, int) and isinstance(bn, int)) or bm <= 0 or bn <= 0:
+            from refit_verify.errors import BadInputError
+
+            raise BadInputError(f"block sizes must be positive integers, got {self.block}")
+
+    def replace(self, **changes) -> "Recipe":
+        return dataclasses.replace(self, **changes)
+
+    def fields(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def recipe_diff(a: Recipe, b: Recipe) -> dict:
+    """{field: (a_value, b_value)} for every choice where two recipes differ (name/source excluded)."""
+    skip = {"name", "source"}
+    fa, fb = a.fields(), b.fields()
+    return {k: (fa[k], fb[k]) for k in fa if k not in skip and fa[k] != fb[k]}
