@@ -1,0 +1,1 @@
+"""Mutants: deliberately wrong variants of the reference, each modelling a real refit bug class."""
