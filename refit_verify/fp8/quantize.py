@@ -68,7 +68,11 @@ def _pad(x: torch.Tensor, recipe: Recipe) -> torch.Tensor:
 
 
 def _scales(amax: torch.Tensor, r: Recipe) -> tuple[torch.Tensor, torch.Tensor]:
-    """(multiplier-or-divisor used on elements, stored scale_inv), both float32 [Mb, Nb, 1, 1]."""
+    """(multiplier-or-divisor used on elements, stored scale_inv), both float32 [Mb, Nb, 1, 1].
+
+    Python-scalar / tensor is evaluated by torch as tensor.reciprocal() * scalar (two roundings);
+    the real implementations write `448.0 / amax` and `1.0 / sf`, so the same expressions are kept.
+    """
     if r.scale_form == "descale":
         sf = amax / fmt.E4M3_MAX
         # vLLM's native activation path floors the scale before UE8M0 rounding: its golden
