@@ -80,6 +80,14 @@ def _pow2_amax(gen):
     return x.bfloat16()
 
 
+def _ue8m0_boundary(gen):
+    """float32 block whose amax / 448 lands one ulp above 2^-9: float-based UE8M0 keeps 2^-9
+    (log2 rounds to -9 exactly), the bit-based rule goes to 2^-8."""
+    x = randn((128, 128), gen, dtype=torch.float32)
+    x[3, 7] = float(torch.nextafter(torch.tensor(0.875), torch.tensor(1.0)))
+    return x
+
+
 SHAPES = [(1, 1), (127, 129), (129, 257), (300, 520), (256, 384), (128, 128), (385, 130), (1, 129), (130, 1)]
 
 
@@ -99,6 +107,7 @@ def default_cases(seed: int = 0) -> list[Case]:
     add("edge_pad_1x129", _edge_pad, "REFERENCE §3 padding example")
     add("edge_outlier_129x257", _special((129, 257), 1e4, (-1, -1)), "outlier at [-1,-1]")
     add("pow2_amax_256x256", _pow2_amax, "block amax = 448 * 2^-k")
+    add("ue8m0_boundary_f32_128x128", _ue8m0_boundary, "amax/448 one ulp above a power of two")
     for sp_name, sp in SPECIALS.items():
         add(f"{sp_name}_in_block_256x256", _special((256, 256), sp, (5, 200)), f"{sp_name} in block (0,1)")
     return out
