@@ -119,6 +119,7 @@ class Grab(logging.Handler):
 def probe_model(V, report):
     """get_model from a tiny folder, then both refit paths through load_weights."""
     import torch
+    from vllm.config import set_current_vllm_config
     tmp = tempfile.mkdtemp(prefix="refit-verify-llama-")
     bf16 = V.write_tiny_llama_folder(tmp, seed=0)
     t0 = time.perf_counter()
@@ -176,6 +177,20 @@ def probe_model(V, report):
             q_gate.view(torch.uint8),
             sent["model.layers.0.mlp.gate_proj.weight"].to(torch.float8_e4m3fn).view(torch.uint8))
     report["fp8_after_bf16_into_fp8"] = fa
+
+    # A packed transport hands fp8 as uint8 bytes; raw load_weights (not our helper,
+    # which re-views uint8 as fp8) value-casts them: byte 0x38 becomes the number 56.
+    w = new["model.layers.1.self_attn.o_proj.weight"]
+    q, _ = V.per_block_cast_to_fp8(w)
+    with set_current_vllm_config(model._refit_vllm_config):
+        model.load_weights([("model.layers.1.self_attn.o_proj.weight", q.view(torch.uint8))])
+    o = dict(model.named_parameters())["model.layers.1.self_attn.o_proj.weight"].detach()
+    u8 = {"bit_exact": same(o.view(torch.uint8), q.view(torch.uint8)),
+          "equals_value_cast": same(o.view(torch.uint8),
+                                    q.view(torch.uint8).to(torch.float8_e4m3fn).view(torch.uint8))}
+    report["uint8_bytes_into_fp8"] = u8
+    check("raw uint8 into fp8 param is value-cast (documented hazard)",
+          u8["equals_value_cast"] and not u8["bit_exact"], json.dumps(u8))
     check("refit fp8-after (bf16) behaviour recorded", True, json.dumps(fa))
 
 
@@ -183,6 +198,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", help="write the summary here")
     ap.add_argument("--skip-model", action="store_true")
+    ap.add_argument("--fast-exit", action="store_true",
+                    help="os._exit after the summary: skips vLLM's multi-second interpreter teardown")
     a = ap.parse_args()
     t0 = time.perf_counter()
     from refit_verify.engine import vllm_cpu as V
@@ -230,4 +247,9 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    rc = main()
+    if "--fast-exit" in sys.argv:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    sys.exit(rc)

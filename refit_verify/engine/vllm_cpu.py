@@ -129,7 +129,12 @@ def init_cpu_vllm():
                 distributed_init_method=f"file://{os.path.join(tmp, 'rdzv')}")
         if not model_parallel_is_initialized():
             initialize_model_parallel(1, 1)
-    _state["kernel"] = _install_cpu_substitutes()
+    from vllm.platforms import current_platform
+
+    # The CUDA wheel on a GPU-less host resolves to UnspecifiedPlatform. On a real
+    # platform (CUDA, vLLM's CPU build) leave vLLM's own kernel/backend choice alone.
+    unspecified = current_platform._enum.name == "UNSPECIFIED"
+    _state["kernel"] = _install_cpu_substitutes() if unspecified else None
     _state["config"] = cfg
     _state["tmp"] = tmp
     _state["torch"] = torch.__version__
