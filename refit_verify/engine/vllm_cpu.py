@@ -5,6 +5,10 @@ skip cleanly where vllm is absent. Every function that needs vllm calls
 `init_cpu_vllm()` (idempotent) first. Forward passes are out of scope: vLLM's
 FP8 GEMM kernels do not run on CPU; only construction, `weight_loader`,
 `model.load_weights` and `process_weights_after_loading` are exercised.
+
+Assumes the CUDA wheel on a GPU-less host, where vLLM resolves to
+UnspecifiedPlatform; do not set VLLM_TARGET_DEVICE=cpu (that selects CpuPlatform,
+which needs vllm._C_AVX2 and has no usable FP8 block kernel without it).
 """
 
 from __future__ import annotations
