@@ -1,0 +1,1 @@
+"""Drivers for real inference engines (vLLM on CPU); imported lazily, engines optional."""
