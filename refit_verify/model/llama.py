@@ -49,6 +49,11 @@ class Linear:
         return y.to(self.dtype)
 
 
+def split_fused(y: torch.Tensor, sizes: list[int]) -> list[torch.Tensor]:
+    """Undo the engine's row fusion on the output side: q|k|v or gate|up, in shard order."""
+    return list(y.split(sizes, -1))
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     # HF order: normalize in float32, cast back, then scale by the gain
     xf = x.float()
@@ -127,7 +132,7 @@ class LlamaModel:
         cfg = self.cfg
         b, t, _ = h.shape
         if len(layer.qkv) == 1:
-            q, k, v = layer.qkv[0](h).split([cfg.q_size, cfg.kv_size, cfg.v_size], -1)
+            q, k, v = split_fused(layer.qkv[0](h), [cfg.q_size, cfg.kv_size, cfg.v_size])
         else:
             q, k, v = (f(h) for f in layer.qkv)
         vd = cfg.v_head_dim or cfg.head_dim
@@ -147,7 +152,7 @@ class LlamaModel:
 
     def _mlp(self, layer: Layer, h: torch.Tensor) -> torch.Tensor:
         if len(layer.gate_up) == 1:
-            gate, up = layer.gate_up[0](h).split([self.cfg.intermediate_size] * 2, -1)
+            gate, up = split_fused(layer.gate_up[0](h), [self.cfg.intermediate_size] * 2)
         else:
             gate, up = (f(h) for f in layer.gate_up)
         return layer.down(torch.nn.functional.silu(gate) * up)
