@@ -61,11 +61,12 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight.to(x.dtype) * xf.to(x.dtype)
 
 
-def rope_tables(head_dim: int, seq_len: int, theta: float, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(head_dim: int, seq_len: int, theta: float, dtype, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    # computed on CPU in float32 whatever the device, so every backend sees the same tables
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
     freqs = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)
     emb = torch.cat([freqs, freqs], -1)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
+    return emb.cos().to(device=device, dtype=dtype), emb.sin().to(device=device, dtype=dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -90,7 +91,9 @@ class LlamaModel:
     """Build once from a parameter dict, then `logits(input_ids)`; pure function of its inputs."""
 
     def __init__(self, cfg: ModelConfig, params: Mapping[str, torch.Tensor], *, backend: str = "emulated",
-                 act_recipe="vllm_act_group", dtype: torch.dtype = torch.float32):
+                 act_recipe="vllm_act_group", dtype: torch.dtype = torch.float32, device=None):
+        if device is not None:
+            params = {k: v.to(device) for k, v in params.items()}
         if cfg.moe_router_experts:
             raise BadInputError(f"{cfg.name}: MoE forward not implemented (dense Llama family only)")
         self.cfg, self.dtype = cfg, dtype
@@ -145,7 +148,7 @@ class LlamaModel:
         groups = cfg.num_attention_heads // cfg.num_key_value_heads
         k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
         scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(cfg.head_dim)
-        causal = torch.ones(t, t, dtype=torch.bool).triu(1)
+        causal = torch.ones(t, t, dtype=torch.bool, device=h.device).triu(1)
         probs = scores.masked_fill(causal, float("-inf")).softmax(-1).to(v.dtype)
         out = (probs @ v).transpose(1, 2).reshape(b, t, cfg.num_attention_heads * vd)
         return layer.o(out)
@@ -162,9 +165,11 @@ class LlamaModel:
         """float32 logits [B, T, vocab] for token ids [B, T] (or [T])."""
         if input_ids.dim() == 1:
             input_ids = input_ids[None]
+        input_ids = input_ids.to(self.embed.device)
         if int(input_ids.max()) >= self.cfg.vocab_size or int(input_ids.min()) < 0:
             raise BadInputError(f"token ids outside [0, {self.cfg.vocab_size})", "input_ids")
-        cos, sin = rope_tables(self.cfg.head_dim, input_ids.shape[1], self.cfg.rope_theta, self.dtype)
+        cos, sin = rope_tables(self.cfg.head_dim, input_ids.shape[1], self.cfg.rope_theta, self.dtype,
+                               self.embed.device)
         h = self.embed[input_ids]
         eps = self.cfg.rms_norm_eps
         for layer in self.layers:

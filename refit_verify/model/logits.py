@@ -96,7 +96,7 @@ def greedy_decode(model: HasLogits, prompts: torch.Tensor, steps: int, k: int = 
     seq = prompts.clone()
     toks, tops = [], []
     for _ in range(steps):
-        last = model.logits(seq)[:, -1]
+        last = model.logits(seq)[:, -1].float().cpu()
         nxt = last.argmax(-1)
         toks.append(nxt)
         tops.append(last.topk(min(k, last.shape[-1]), -1).indices)
@@ -172,7 +172,7 @@ def differential(models: Mapping[str, HasLogits], prompts: torch.Tensor, *, pair
     if not pairs:
         raise BadInputError(f"no comparable pair among models {sorted(models)}")
     names = sorted({n for p in pairs for n in p})
-    logits = {n: models[n].logits(prompts) for n in names}
+    logits = {n: models[n].logits(prompts).cpu() for n in names}
     traces = {n: greedy_decode(models[n], prompts, steps, k) for n in names} if steps else {}
     diffs = [compare_logits(logits[a], logits[b], k=k, ref_name=a, test_name=b) for a, b in pairs]
     greedy = [compare_greedy(traces[a], traces[b], a, b) for a, b in pairs] if steps else []

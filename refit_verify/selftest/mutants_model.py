@@ -80,6 +80,25 @@ def _rope_wrong_half(original):
     return apply_rope
 
 
+def _nondeterministic(original):
+    # an accumulation order that changes run to run (split-K / atomics): same bytes, different logits
+    def emulated_gemm(*args, **kw):
+        y = original(*args, **kw)
+        return y + y.abs().max() * 1e-5 * torch.randn(y.shape, dtype=y.dtype)
+    return emulated_gemm
+
+
+def _stale_engine(original):
+    # the refit never lands: the engine keeps serving the first weights it loaded
+    memo = {}
+
+    def build_engine_params(*args, **kw):
+        if "first" not in memo:
+            memo["first"] = original(*args, **kw)
+        return memo["first"]
+    return build_engine_params
+
+
 MUTANTS = [
     Mutant("act_scale_divided", "activation group scale applied as a divisor in dequant (scale vs scale_inv "
            "confusion, REFERENCE §2 stores the dequantizing factor)", {f"{L}:dequantize_act": _act_divided}, "model"),
@@ -100,6 +119,10 @@ MUTANTS = [
            {"refit_verify.model.logits:compare_greedy": _greedy_rule_ignored}, "model"),
     Mutant("gen_kl_is_full_kl", "gen_kl_error computed as full KL instead of NeMo-RL's sampled-token k3",
            {"refit_verify.model.logits:compare_logits": _gen_kl_is_full_kl}, "model"),
+    Mutant("gemm_nondeterministic", "GEMM whose result varies run to run (split-K, atomics)",
+           {f"{L}:emulated_gemm": _nondeterministic}, "model"),
+    Mutant("refit_not_applied", "engine keeps the weights it first loaded; later refits are lost",
+           {"refit_verify.model.weights:build_engine_params": _stale_engine}, "model"),
     Mutant("rope_wrong_half", "RoPE rotate-half without swapping halves",
            {"refit_verify.model.llama:apply_rope": _rope_wrong_half}, "model"),
 ]

@@ -62,8 +62,20 @@ def _models(hf_after=None, recipe_before="vllm_per_block", recipe_after="vllm_pe
     }
 
 
+def _same_bytes(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k].dtype == b[k].dtype and torch.equal(a[k].contiguous().view(torch.uint8), b[k].contiguous().view(torch.uint8))
+        for k in a)
+
+
 def test_identical_engine_bytes_give_identical_logits_and_tokens():
     cfg = fixtures.config()
+    # FP8-before (trainer quantizes) and FP8-after (engine quantizes) with the same recipe: two
+    # independently built engine dicts that must hold the same bytes...
+    before = fixtures.engine_params()
+    after = build_engine_params(cfg, {k: v.clone() for k, v in fixtures.hf_weights().items()})
+    assert _same_bytes(before, after)
+    # ...and then the same logits and tokens, bit for bit
     d = differential(_models(), make_prompts(cfg.vocab_size, 2, 12), steps=3)
     pair = d.pair("fp8_before", "fp8_after")
     assert pair.identical and pair.max_abs == 0.0 and pair.kl_max == 0.0 and pair.token_mult_prob_error == 1.0
