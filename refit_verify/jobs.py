@@ -9,6 +9,8 @@ to import is *not* silent: it becomes an "error" job naming the import failure.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -153,12 +155,15 @@ def load_job_modules() -> None:
     if _loaded:
         return
     _loaded = True
-    for mod in JOB_MODULES:
+    # Extra job modules without editing this file: REFIT_VERIFY_JOB_MODULES=pkg.jobs,other.jobs
+    extra = [m.strip() for m in os.environ.get("REFIT_VERIFY_JOB_MODULES", "").split(",") if m.strip()]
+    for mod in JOB_MODULES + extra:
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:
             # Not merged yet: only when the missing module is the job module (or its package).
-            if exc.name and (mod == exc.name or mod.startswith(exc.name + ".")):
+            # Modules named by the user (env) are never optional: a typo must not pass silently.
+            if mod in JOB_MODULES and exc.name and (mod == exc.name or mod.startswith(exc.name + ".")):
                 continue
             _LOAD_ERRORS[mod] = _summary(exc)
         except Exception as exc:  # a broken job module must show up in the report, not vanish

@@ -33,6 +33,7 @@ def atomic_write(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; reports are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -42,12 +43,19 @@ def atomic_write(path: Path, text: str) -> None:
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def command_line(argv: Optional[list[str]] = None) -> str:
     argv = sys.argv if argv is None else argv
     prog = Path(argv[0]).name if argv else "refit-verify"
+    rest = shlex.join(argv[1:])
     if prog in ("__main__.py", "cli.py"):
         prog = "python -m refit_verify"
-    return shlex.join([prog, *argv[1:]])
+    return f"{prog} {rest}".strip()
 
 
 @dataclass

@@ -42,7 +42,8 @@ def _cell(v) -> str:
 
 
 def _verdict(v: str) -> str:
-    return f'<span class="{escape(v)}">{escape(ICON.get(v, v))}</span>'
+    # words, not emoji: headless browsers and PDF printers often lack an emoji font
+    return f'<span class="{escape(v)}">{escape(v.upper())}</span>'
 
 
 def render(data: dict) -> str:

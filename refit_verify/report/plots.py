@@ -48,6 +48,9 @@ def per_tensor(rows: list[dict]) -> str | None:
     ax.set_yticks(list(y), names, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("FP8 code mismatch rate")
+    if not any(_num(r["code_mismatch_rate"]) for r in rows):
+        ax.set_xlim(0, 1e-3)
+        ax.text(5e-4, (len(rows) - 1) / 2, "all codes identical", ha="center", va="center", color="#1e8449")
     ax.set_title("code mismatch rate per tensor")
     if has_sqnr:
         ax2 = axes[0][1]
