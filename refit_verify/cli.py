@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="job option, e.g. trainer_recipe=nemo_rl, engine_recipe=vllm_per_block_ue8m0")
     r.add_argument("--list", action="store_true", help="list the registered jobs and exit")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr (CI)")
+    r.add_argument("--no-plots", action="store_true", help="HTML without plots (faster; same as REFIT_VERIFY_NO_PLOTS=1)")
 
     c = sub.add_parser("check", help="check a quantizer f(w) -> (fp8, scale_inv) against a recipe",
                        description="Run the quantizer case set on your callable and compare bitwise with a recipe.")
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--source", metavar="BF16", help="BF16 weights (same names): each side's error vs BF16")
     d.add_argument("--out", metavar="DIR", help="report folder (default reports/diff-<run id>)")
     d.add_argument("--quiet", "-q", action="store_true")
+    d.add_argument("--no-plots", action="store_true", help="HTML without plots (faster)")
 
     gt = sub.add_parser("gate", help="fail when a report exceeds the policy or regresses vs a baseline",
                         description="Exit 1 with reasons when REPORT breaks the policy or regresses against --baseline.")
@@ -178,7 +180,7 @@ def cmd_run(args) -> int:
                              "model": args.model, "layers": args.layers, "jobs": args.job, "set": options},
                     seeds={"base": args.seed}, environment=env.collect(args.device))
     progress = Progress(args.quiet)
-    writer = ReportWriter(out, report)
+    writer = ReportWriter(out, report, plots=not args.no_plots)
     try:
         run_jobs(ctx, writer, args.job, progress)
     finally:
@@ -227,7 +229,9 @@ def cmd_check(args) -> int:
     import shlex
 
     base = [PROG, "check", "--quantizer", args.quantizer] + (["--kwargs", args.kwargs] if args.kwargs else [])
-    repro = shlex.join(base + ["--against", recipe.name, "--case"]) + " {case} --seed " + str(args.seed)
+    # check_quantizer fills {case} with str.format: braces of the user's JSON must be escaped
+    fixed = shlex.join(base + ["--against", recipe.name, "--case"]).replace("{", "{{").replace("}", "}}")
+    repro = fixed + " {case} --seed " + str(args.seed)
     result = check_quantizer(fn, recipe, cases, seed=args.seed, repro=repro)
     fails = result.failures()
     if args.out:
@@ -279,7 +283,7 @@ def cmd_diff(args) -> int:
     repro = shlex.join([PROG, "diff", args.a, args.b] + (["--source", args.source] if args.source else []))
     report = Report("diff", run_id, command_line(), options={"a": args.a, "b": args.b, "source": args.source},
                     environment=env.collect("cpu"), planned_jobs=["diff"])
-    writer = ReportWriter(out, report)
+    writer = ReportWriter(out, report, plots=not args.no_plots)
     progress = Progress(args.quiet)
     status, why = "incomplete", None
     try:

@@ -109,9 +109,10 @@ class Report:
 class ReportWriter:
     """Owns one report directory: json + md after every update, html when asked (plots cost time)."""
 
-    def __init__(self, out_dir, report: Report):
+    def __init__(self, out_dir, report: Report, plots: bool = True):
         self.out = Path(out_dir)
         self.report = report
+        self.plots = plots
 
     def write(self, html: bool = False) -> dict:
         from refit_verify.report import markdown
@@ -122,7 +123,7 @@ class ReportWriter:
         if html:
             from refit_verify.report import html as html_mod
 
-            atomic_write(self.out / "report.html", html_mod.render(data))
+            atomic_write(self.out / "report.html", html_mod.render(data, self.plots))
         return data
 
     def finish(self, status: str = "complete", interrupted: Optional[str] = None, step_summary: bool = True) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from html import escape
 
 from refit_verify.report.markdown import ICON, fmt_value, worst_figures
@@ -46,8 +47,11 @@ def _verdict(v: str) -> str:
     return f'<span class="{escape(v)}">{escape(v.upper())}</span>'
 
 
-def render(data: dict) -> str:
+def render(data: dict, plots: bool = True) -> str:
     from refit_verify.report.plots import job_plots
+
+    # REFIT_VERIFY_NO_PLOTS=1 / --no-plots: matplotlib costs seconds; tables stay
+    plots = plots and os.environ.get("REFIT_VERIFY_NO_PLOTS", "") in ("", "0")
 
     p = []
     verdict = data.get("verdict", "incomplete")
@@ -78,7 +82,7 @@ def render(data: dict) -> str:
             p.append(_table([{"case": f["case"], "reason": f["reason"], "reproduce": f.get("repro", "")} for f in job["failures"]]))
         if job.get("metrics"):
             p.append(_table([job["metrics"]]))
-        for title, b64 in job_plots(job):
+        for title, b64 in (job_plots(job) if plots else []):
             p.append(f"<h3>{escape(title)}</h3>")
             if b64:
                 p.append(f'<img alt="{escape(title)}" src="data:image/png;base64,{b64}">')

@@ -45,7 +45,7 @@ def write(folder, state, shards=2):
 
 def run_diff(tmp_path, a, b, *extra):
     out = tmp_path / "report"
-    rc = main(["diff", str(a), str(b), "--out", str(out), "--quiet", *extra])
+    rc = main(["diff", str(a), str(b), "--out", str(out), "--quiet", "--no-plots", *extra])
     return rc, json.loads((out / "report.json").read_text())
 
 
