@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    # the exact command recorded in reports: sys.argv from a shell, the given list when called in-process
+    full = list(sys.argv) if argv is None else [PROG, *argv]
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv or "-v" in argv
     # selftest/bench own their options (including --help): hand over before argparse sees them
@@ -85,6 +87,9 @@ def main(argv=None) -> int:
         rest = argv[argv.index(first) + 1:]
         return _delegate(first, rest)
     args = build_parser().parse_args(argv)
+    from refit_verify.report.document import command_line
+
+    args.command_line = command_line(full)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
@@ -167,7 +172,7 @@ def cmd_run(args) -> int:
         _err("--device cuda: no CUDA device available (use --device cpu; GPU jobs then skip with a reason)")
         return 2
     from refit_verify.report import env
-    from refit_verify.report.document import Report, ReportWriter, command_line
+    from refit_verify.report.document import Report, ReportWriter
     from refit_verify.report.progress import Progress
     from refit_verify.report.runner import run_jobs
 
@@ -175,7 +180,7 @@ def cmd_run(args) -> int:
     out = args.out or default_out
     ctx = JobContext(suite=args.suite, device=args.device, config=args.config, model_path=args.model,
                      seed=args.seed, layers=args.layers, options=options)
-    report = Report(kind="run", run_id=run_id, command=command_line(),
+    report = Report(kind="run", run_id=run_id, command=args.command_line,
                     options={"suite": args.suite, "device": args.device, "config": None if args.model else args.config,
                              "model": args.model, "layers": args.layers, "jobs": args.job, "set": options},
                     seeds={"base": args.seed}, environment=env.collect(args.device))
@@ -252,7 +257,7 @@ def cmd_check(args) -> int:
 def _write_check_report(args, result) -> None:
     from refit_verify.jobs import JobResult
     from refit_verify.report import env
-    from refit_verify.report.document import Report, ReportWriter, command_line
+    from refit_verify.report.document import Report, ReportWriter
 
     job = JobResult("check")
     for c in result.cases:
@@ -262,7 +267,7 @@ def _write_check_report(args, result) -> None:
             job.figure("sqnr_db", c.metrics["sqnr_db"], c.case)
     job.tables["cases"] = [{k: v for k, v in c.to_dict().items() if k != "first_mismatch"} for c in result.cases]
     run_id, _ = _default_out()
-    rep = Report("check", run_id, command_line(), options={"quantizer": args.quantizer, "against": result.reference},
+    rep = Report("check", run_id, args.command_line, options={"quantizer": args.quantizer, "against": result.reference},
                  seeds={"base": args.seed}, environment=env.collect("cpu"), jobs=[job], planned_jobs=["check"])
     ReportWriter(args.out, rep).finish("complete")
 
@@ -272,7 +277,7 @@ def cmd_diff(args) -> int:
 
     from refit_verify.report import env
     from refit_verify.report.diff import diff_state_dicts
-    from refit_verify.report.document import Report, ReportWriter, command_line
+    from refit_verify.report.document import Report, ReportWriter
     from refit_verify.report.progress import Progress
     from refit_verify.report.statedict import open_state_dict
 
@@ -281,7 +286,7 @@ def cmd_diff(args) -> int:
     run_id, default_out = _default_out("diff-")
     out = args.out or default_out
     repro = shlex.join([PROG, "diff", args.a, args.b] + (["--source", args.source] if args.source else []))
-    report = Report("diff", run_id, command_line(), options={"a": args.a, "b": args.b, "source": args.source},
+    report = Report("diff", run_id, args.command_line, options={"a": args.a, "b": args.b, "source": args.source},
                     environment=env.collect("cpu"), planned_jobs=["diff"])
     writer = ReportWriter(out, report, plots=not args.no_plots)
     progress = Progress(args.quiet)

@@ -26,11 +26,15 @@ USER_CODE = textwrap.dedent('''
 FAST = ["--case", "randn_127x129", "--case", "randn_256x384", "--case", "block_zero_256x256"]
 
 
-@pytest.fixture
-def user_file(tmp_path):
+def make_user_file(tmp_path):
     p = tmp_path / "my_quant.py"
     p.write_text(USER_CODE)
     return p
+
+
+@pytest.fixture
+def user_file(tmp_path):
+    return make_user_file(tmp_path)
 
 
 def test_correct_quantizer_exits_0(user_file, capsys):

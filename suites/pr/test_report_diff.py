@@ -49,10 +49,14 @@ def run_diff(tmp_path, a, b, *extra):
     return rc, json.loads((out / "report.json").read_text())
 
 
-@pytest.fixture
-def pair(tmp_path):
+def make_pair(tmp_path):
     state = fp8_state(bf16_weights())
     return state, write(tmp_path / "a", state), tmp_path
+
+
+@pytest.fixture
+def pair(tmp_path):
+    return make_pair(tmp_path)
 
 
 def test_identical_folders_zero_drift(pair, capsys):
