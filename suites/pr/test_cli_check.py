@@ -38,7 +38,7 @@ def user_file(tmp_path):
 
 
 def test_correct_quantizer_exits_0(user_file, capsys):
-    assert main(["check", "--quantizer", f"{user_file}:right"]) == 0
+    assert main(["check", "--quantizer", f"{user_file}:right", *FAST]) == 0
     assert "PASS" in capsys.readouterr().out
 
 
