@@ -235,3 +235,51 @@ def quantize_triton(w: torch.Tensor, recipe="vllm_per_block", name: str | None =
         **spec.constexprs(), BM=128, BN=128, SUB_M=launch["sub_m"], SOFT_CAST=launch["soft_cast"], num_warps=launch["num_warps"], **extra,
     )
     return QuantizedTensor(data=data, scale_inv=scale_inv, recipe=r)
+
+
+# ---- probes: the kernel's own helpers applied elementwise, for exhaustive tests on the GPU ----
+
+@triton.jit
+def _scales_probe_kernel(a_ptr, f_ptr, s_ptr, n, HAS_FLOOR: tl.constexpr, FLOOR: tl.constexpr,
+                         SCALE_FORM: tl.constexpr, POW2: tl.constexpr, ZERO_ONE: tl.constexpr,
+                         INF_ONE: tl.constexpr, INF_FMAX: tl.constexpr, QUANT_DIV: tl.constexpr,
+                         DIV_RECIP: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    a = tl.load(a_ptr + offs, mask=m, other=0.0)
+    f, s = _scales(a, HAS_FLOOR, FLOOR, SCALE_FORM, POW2, ZERO_ONE, INF_ONE, INF_FMAX, QUANT_DIV, DIV_RECIP)
+    tl.store(f_ptr + offs, f, mask=m)
+    tl.store(s_ptr + offs, s, mask=m)
+
+
+@triton.jit
+def _cast_probe_kernel(y_ptr, q_ptr, n, CAST_NAN: tl.constexpr, SOFT_CAST: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    y = tl.load(y_ptr + offs, mask=m, other=0.0)
+    tl.store(q_ptr + offs, _cast_e4m3(y, CAST_NAN, SOFT_CAST), mask=m)
+
+
+def _extra():
+    return {} if INTERPRET else {"enable_fp_fusion": False, "enable_reflect_ftz": False}
+
+
+def probe_scales(amax: torch.Tensor, recipe, semantics: dict | None = None):
+    """(factor, scale_inv) the kernel computes for each fp32 amax value."""
+    sem = semantics or device_semantics(amax.device)
+    c = kernel_spec(recipe, sem["div_recip"], sem["cast_nan"]).constexprs()
+    keep = ("HAS_FLOOR", "FLOOR", "SCALE_FORM", "POW2", "ZERO_ONE", "INF_ONE", "INF_FMAX", "QUANT_DIV", "DIV_RECIP")
+    a = amax.float().contiguous().view(-1)
+    f, s = torch.empty_like(a), torch.empty_like(a)
+    _scales_probe_kernel[(triton.cdiv(a.numel(), 1024),)](a, f, s, a.numel(), **{k: c[k] for k in keep},
+                                                          BLOCK=1024, **_extra())
+    return f.view(amax.shape), s.view(amax.shape)
+
+
+def probe_cast(y: torch.Tensor, cast_nan: bool, soft_cast: bool = False) -> torch.Tensor:
+    """The kernel's fp32 -> e4m3fn codes for each value."""
+    v = y.float().contiguous().view(-1)
+    q = torch.empty(v.shape, dtype=torch.uint8, device=v.device)
+    _cast_probe_kernel[(triton.cdiv(v.numel(), 1024),)](v, q, v.numel(), CAST_NAN=cast_nan,
+                                                        SOFT_CAST=soft_cast or INTERPRET, BLOCK=1024, **_extra())
+    return q.view(y.shape)
