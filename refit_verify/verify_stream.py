@@ -99,6 +99,16 @@ class StreamResult:
         return d
 
 
+def code_bytes(t: torch.Tensor) -> torch.Tensor:
+    """fp8 compared as bytes: +0/-0 and NaN payloads are differences (a float compare hides them)."""
+    return fmt.codes(t)
+
+
+def scale_bits(s: torch.Tensor) -> torch.Tensor:
+    """Scales compared as int32 bits (a 1-ulp scale difference is a refit difference)."""
+    return s.float().contiguous().view(torch.int32)
+
+
 def _expand(scale_rows: torch.Tensor, rows: int, n: int) -> torch.Tensor:
     return scale_rows.repeat_interleave(128, 0)[:rows].repeat_interleave(128, 1)[:, :n]
 
@@ -115,9 +125,9 @@ def compare_streamed(name: str, w: torch.Tensor, a, b, metrics: bool = True) -> 
     """
     m, n = w.shape
     dev = w.device
-    ca, cb = fmt.codes(a.data), fmt.codes(b.data)
+    ca, cb = code_bytes(a.data), code_bytes(b.data)
     sa, sb = a.scale_inv.float(), b.scale_inv.float()
-    scale_diff = sa.view(torch.int32) != sb.view(torch.int32)
+    scale_diff = scale_bits(sa) != scale_bits(sb)
     rows_per = max(128, (CHUNK_ELEMS // max(n, 1)) // 128 * 128)
     chunks = [(r0, min(m, r0 + rows_per)) for r0 in range(0, m, rows_per)]
     counts = torch.zeros(4, dtype=torch.int64, device=dev)  # code diffs, nan a, nan b, scale diffs

@@ -137,7 +137,7 @@ def _block_quant_kernel(
     PAD_EDGE: tl.constexpr, NAN_TO_NUM: tl.constexpr, HAS_FLOOR: tl.constexpr, FLOOR: tl.constexpr,
     SCALE_FORM: tl.constexpr, POW2: tl.constexpr, ZERO_ONE: tl.constexpr, INF_ONE: tl.constexpr,
     INF_FMAX: tl.constexpr, QUANT_DIV: tl.constexpr, CLAMP: tl.constexpr, DIV_RECIP: tl.constexpr,
-    CAST_NAN: tl.constexpr, SOFT_CAST: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, SUB_M: tl.constexpr,
+    CAST_NAN: tl.constexpr, SOFT_CAST: tl.constexpr, FLOAT_AMAX: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, SUB_M: tl.constexpr,
 ):
     pid = tl.program_id(0)
     bi = pid // NB_N
@@ -158,8 +158,12 @@ def _block_quant_kernel(
         if NAN_TO_NUM:
             x = tl.where(x != x, 0.0, x)
             x = tl.where(x == float("inf"), 448.0, tl.where(x == float("-inf"), -448.0, x))
-        bits = x.to(tl.int32, bitcast=True) & 0x7FFFFFFF
-        amax_bits = tl.maximum(amax_bits, tl.max(tl.max(bits, axis=1), axis=0))
+        if FLOAT_AMAX:  # the naive float max: drops NaN (kept only as a self-test mutant)
+            fm = tl.max(tl.max(tl.abs(x), axis=1), axis=0)
+            amax_bits = tl.maximum(amax_bits, fm.to(tl.int32, bitcast=True))
+        else:
+            bits = x.to(tl.int32, bitcast=True) & 0x7FFFFFFF
+            amax_bits = tl.maximum(amax_bits, tl.max(tl.max(bits, axis=1), axis=0))
     amax = amax_bits.to(tl.float32, bitcast=True)
     factor, scale_inv = _scales(amax, HAS_FLOOR, FLOOR, SCALE_FORM, POW2, ZERO_ONE, INF_ONE, INF_FMAX,
                                 QUANT_DIV, DIV_RECIP)
@@ -190,7 +194,7 @@ FP32_MAX_C = tl.constexpr(FP32_MAX)
 BITS_464_C = tl.constexpr(BITS_464)
 BITS_448_C = tl.constexpr(BITS_448)
 
-DEFAULT_LAUNCH = {"num_warps": 8, "sub_m": 128, "soft_cast": False}
+DEFAULT_LAUNCH = {"num_warps": 8, "sub_m": 128, "soft_cast": False, "float_amax": False}
 
 
 def quantize_triton(w: torch.Tensor, recipe="vllm_per_block", name: str | None = None, *,
@@ -232,7 +236,8 @@ def quantize_triton(w: torch.Tensor, recipe="vllm_per_block", name: str | None =
     _block_quant_kernel[(mb * nb,)](
         x, data.view(torch.uint8), scale_inv, m, n, x.stride(0), data.stride(0), nb,
         (m - 1) * x.stride(0) + (n - 1),
-        **spec.constexprs(), BM=128, BN=128, SUB_M=launch["sub_m"], SOFT_CAST=launch["soft_cast"], num_warps=launch["num_warps"], **extra,
+        **spec.constexprs(), BM=128, BN=128, SUB_M=launch["sub_m"], SOFT_CAST=launch["soft_cast"],
+        FLOAT_AMAX=launch["float_amax"], num_warps=launch["num_warps"], **extra,
     )
     return QuantizedTensor(data=data, scale_inv=scale_inv, recipe=r)
 
