@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="llama-3.1-8b,qwen3-8b", help="verifier timing models (full depth)")
     p.add_argument("--nccl-model", default="llama-3.1-8b")
     p.add_argument("--nccl-reps", type=int, default=5)
-    p.add_argument("--compile-budget-s", type=float, default=150.0)
+    p.add_argument("--compile-recipes", default="vllm_per_block,nemo_rl",
+                   help="recipes timed under torch.compile (each shape compiles for seconds)")
+    p.add_argument("--compile-budget-s", type=float, default=100.0)
     return p
 
 
@@ -83,7 +85,7 @@ def main(argv=None) -> int:
             impls += _variants(args.triton_variants) if name == "triton" else [(name, {})]
         if "quant" in parts:
             res["quant"] = quant.bench_quantizers(layers, copy["gbps"], recipes, impls, args.reps,
-                                                  args.compile_budget_s)
+                                                  args.compile_budget_s, compile_recipes=args.compile_recipes.split(","))
             save()
         if "graph" in parts:
             best = {}

@@ -48,7 +48,7 @@ def _impl_fn(impl: str, recipe: str, compile_cache: dict, **kw):
 
 
 def bench_quantizers(layers, copy_gbps: float, recipes, impls, reps: int = 10,
-                     compile_budget_s: float = 120.0, log=print) -> list:
+                     compile_budget_s: float = 120.0, compile_recipes=None, log=print) -> list:
     """Rows of {recipe, impl, ms_per_layer, gbps, frac_copy}."""
     shapes = [(None, tuple(w.shape)) for w in layers[0]]
     nbytes = layer_bytes(shapes)
@@ -56,6 +56,8 @@ def bench_quantizers(layers, copy_gbps: float, recipes, impls, reps: int = 10,
     t_start = time.time()
     for impl_name, kw in impls:
         for recipe in recipes:
+            if impl_name == "compile" and compile_recipes is not None and recipe not in compile_recipes:
+                continue
             if impl_name == "compile" and time.time() - t_start > compile_budget_s:
                 rows.append({"recipe": recipe, "impl": impl_name, "skipped": "compile budget spent"})
                 continue
@@ -83,7 +85,7 @@ def bench_quantizers(layers, copy_gbps: float, recipes, impls, reps: int = 10,
                    "frac_copy": gbps / copy_gbps, "ms_model_32_layers": 32 * ms, "first_call_s": warm_s,
                    "spread_ms": [t["min_ms"] / len(layers), t["max_ms"] / len(layers)], "reps": reps}
             rows.append(row)
-            log(f"  {impl_name:>14} {recipe:22s} {ms:8.3f} ms/layer {gbps:8.1f} GB/s {100 * gbps / copy_gbps:5.1f}%")
+            log(f"  {impl_name:>24} {recipe:22s} {ms:8.3f} ms/layer {gbps:8.1f} GB/s {100 * gbps / copy_gbps:5.1f}%")
     return rows
 
 

@@ -131,7 +131,9 @@ def _cast_e4m3(y, CAST_NAN: tl.constexpr, SOFT_CAST: tl.constexpr):
     return q.to(tl.uint8)
 
 
-@triton.jit
+# Shapes are not specialized (one compile per recipe and dtype, not per shape); the row stride is,
+# so that 16-byte aligned rows keep their vector loads.
+@triton.jit(do_not_specialize=["M", "N", "NB_N", "LAST_OFF"])
 def _block_quant_kernel(
     x_ptr, q_ptr, s_ptr, M, N, stride_xm, stride_qm, NB_N, LAST_OFF,
     PAD_EDGE: tl.constexpr, NAN_TO_NUM: tl.constexpr, HAS_FLOOR: tl.constexpr, FLOOR: tl.constexpr,
@@ -147,7 +149,6 @@ def _block_quant_kernel(
         last = tl.load(x_ptr + LAST_OFF).to(tl.float32)
     # SUB_M == BM: the block stays in registers (one read). SUB_M < BM: two passes over row
     # slices, the second read hitting L2 — fewer registers, more programs in flight.
-    amax_bits = tl.zeros((), dtype=tl.int32)
     for r0 in tl.static_range(0, BM, SUB_M):
         rows = bi * BM + r0 + tl.arange(0, SUB_M)
         mask = (rows[:, None] < M) & (cols[None, :] < N)
@@ -159,11 +160,14 @@ def _block_quant_kernel(
             x = tl.where(x != x, 0.0, x)
             x = tl.where(x == float("inf"), 448.0, tl.where(x == float("-inf"), -448.0, x))
         if FLOAT_AMAX:  # the naive float max: drops NaN (kept only as a self-test mutant)
-            fm = tl.max(tl.max(tl.abs(x), axis=1), axis=0)
-            amax_bits = tl.maximum(amax_bits, fm.to(tl.int32, bitcast=True))
+            part = tl.max(tl.max(tl.abs(x), axis=1), axis=0).to(tl.int32, bitcast=True)
         else:
             bits = x.to(tl.int32, bitcast=True) & 0x7FFFFFFF
-            amax_bits = tl.maximum(amax_bits, tl.max(tl.max(bits, axis=1), axis=0))
+            part = tl.max(tl.max(bits, axis=1), axis=0)
+        if r0 == 0:  # r0 is a compile-time constant: the first slice starts the running max
+            amax_bits = part
+        else:
+            amax_bits = tl.maximum(amax_bits, part)
     amax = amax_bits.to(tl.float32, bitcast=True)
     factor, scale_inv = _scales(amax, HAS_FLOOR, FLOOR, SCALE_FORM, POW2, ZERO_ONE, INF_ONE, INF_FMAX,
                                 QUANT_DIV, DIV_RECIP)
