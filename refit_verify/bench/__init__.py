@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)}")
     p.add_argument("--recipes", default=",".join(RECIPES))
     p.add_argument("--impls", default="reference,compile,triton", help="reference, compile, triton")
-    p.add_argument("--triton-variants", default="8:128,4:128,16:128,8:32,8:128:soft",
+    p.add_argument("--triton-variants", default="8:128,4:128,8:64,8:32,4:32,16:128,8:128:soft,8:32:soft",
                    help="num_warps:sub_m[:soft] launch variants timed for Triton")
     p.add_argument("--layers", type=int, default=4, help="distinct layers rotated through (defeats L2)")
     p.add_argument("--reps", type=int, default=10)

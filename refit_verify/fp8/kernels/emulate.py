@@ -69,7 +69,7 @@ def nemo_multiplier(descale: torch.Tensor) -> torch.Tensor:
     """NeMo's uint8 biased exponent: NaN casts to 0 there (GPU cvt), which means s = 1."""
     e = torch.ceil(torch.log2(descale)).clamp(-127, 127) + 127
     e = torch.where(torch.isnan(e), torch.zeros_like(e), e)
-    return torch.where(e == 0, torch.ones_like(e), pow2_from_int(127 - e))
+    return torch.where(e == 0, torch.ones_like(e), torch.exp2(127 - e))  # exp2 as torch calls it
 
 
 def scales(amax: torch.Tensor, spec: KernelSpec):
@@ -107,7 +107,7 @@ def cast_e4m3_codes(y: torch.Tensor, cast_nan: bool) -> torch.Tensor:
     sign = ((bits >> 24) & 0x80).to(torch.uint8)
     mag = bits & 0x7FFFFFFF
     nan = mag > 0x7F800000
-    over = mag >= BITS_464
+    over = mag > BITS_464  # exactly 464 is a tie that RNE sends to 448
     if cast_nan:
         codes = torch.where(over | nan, sign | 0x7F, codes)
     else:

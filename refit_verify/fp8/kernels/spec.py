@@ -7,8 +7,9 @@ reference's bytes depend on them and a kernel must reproduce the reference on th
 - ``div_recip``: torch on CUDA computes ``tensor / python_scalar`` as ``tensor * (1/scalar)``
   (one fp32 reciprocal, then a multiply); torch on CPU divides. ``amax / 448`` therefore differs
   by an ulp between the two devices for about half of all amax values.
-- ``cast_nan``: how the running torch casts |y| >= 464 and inf to float8_e4m3fn: NaN (torch <= 2.12,
-  CPU and CUDA) or saturation to +-448 (torch 2.13 CPU). See ``format.probe_cast_semantics``.
+- ``cast_nan``: how the running torch casts |y| > 464 and inf to float8_e4m3fn: NaN (torch 2.11, CPU
+  and CUDA; exactly 464 rounds to 448, measured on H100) or saturation to +-448 (torch 2.13 CPU).
+  See ``format.probe_cast_semantics``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def f32(v: float) -> float:
 E4M3_MAX = 448.0
 RECIP_E4M3_MAX = float(torch.tensor(1.0) / torch.tensor(E4M3_MAX))  # what CUDA torch multiplies by
 FP32_MAX = float(torch.finfo(torch.float32).max)
-BITS_464 = 0x43E80000  # float32 bits of 464.0: the first magnitude the NaN-cast sends to NaN
+BITS_464 = 0x43E80000  # float32 bits of 464.0: magnitudes above it cast to NaN under torch 2.11
 BITS_448 = 0x43E00000
 
 POW2_CODES = {"none": 0, "float_ceil": 1, "bits_ceil": 2, "nemo_e8m0": 3}

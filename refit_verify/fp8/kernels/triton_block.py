@@ -11,7 +11,8 @@ it is compiled with). Pitfalls handled, each tested on the GPU (suites/nightly/t
 - libdevice log2 without flush-to-zero (enable_reflect_ftz=False), the same log2f torch calls;
   powers of two built from bits (exact, denormals included);
 - fp8 cast: hardware RNE (cvt.rn.satfinite) in range, then the overflow rule of the torch
-  being matched (NaN for |y| >= 464 and inf, or saturation), NaN keeps its sign bit like c10.
+  being matched (torch 2.11: |y| > 464 and inf -> NaN, exactly 464 -> 448 by RNE; or saturation),
+  NaN keeps its sign bit like c10.
 """
 
 from __future__ import annotations
@@ -39,6 +40,14 @@ def _log2(x):
         return tl.log2(x)
     else:
         return libdevice.log2(x)
+
+
+@triton.jit
+def _exp2(x):
+    if INTERP:
+        return tl.exp2(x)
+    else:
+        return libdevice.exp2(x)
 
 
 @triton.jit
@@ -91,7 +100,9 @@ def _scales(amax, HAS_FLOOR: tl.constexpr, FLOOR: tl.constexpr, SCALE_FORM: tl.c
         if POW2 == 3:  # NeMo: biased exponent in a uint8; NaN casts to 0 there, meaning s = 1
             e = tl.minimum(tl.maximum(tl.math.ceil(_log2(_div448(a, DIV_RECIP))), -127.0), 127.0) + 127.0
             e = tl.where(e != e, 0.0, e)
-            s = tl.where(e == 0.0, 1.0, _pow2_from_int(127.0 - e))
+            # torch.exp2 here, not a bit-built power of two: on CUDA exp2f(-127) returns
+            # 2**-127 - 2**-149 (measured, H100 torch 2.11), and the stored scale shows it
+            s = tl.where(e == 0.0, 1.0, _exp2(127.0 - e))
         else:
             if SCALE_FORM == 2:  # torchao: (448 / a) in float64, then float32
                 # div_rn is fp32-only; fp64 `/` lowers to div.rn.f64 (there is no approximate one)
@@ -125,10 +136,23 @@ def _cast_e4m3(y, CAST_NAN: tl.constexpr, SOFT_CAST: tl.constexpr):
         q = y.to(tl.float8e4nv, fp_downcast_rounding="rtne").to(tl.uint8, bitcast=True).to(tl.int32)
     nan = mag > 0x7F800000
     if CAST_NAN:
-        q = tl.where((mag >= BITS_464_C) | nan, sign | 0x7F, q)
+        q = tl.where((mag > BITS_464_C) | nan, sign | 0x7F, q)
     else:
         q = tl.where(nan, sign | 0x7F, tl.where(mag > BITS_448_C, sign | 0x7E, q))
     return q.to(tl.uint8)
+
+
+@triton.jit
+def _load_tile(x_ptr, rows, cols, M, N, stride_xm, EVEN: tl.constexpr, BIG: tl.constexpr):
+    if BIG:
+        off = rows[:, None].to(tl.int64) * stride_xm + cols[None, :]
+    else:
+        off = rows[:, None] * stride_xm + cols[None, :]
+    if EVEN:
+        x = tl.load(x_ptr + off)
+    else:
+        x = tl.load(x_ptr + off, mask=(rows[:, None] < M) & (cols[None, :] < N), other=0.0)
+    return x.to(tl.float32)
 
 
 # Shapes are not specialized (one compile per recipe and dtype, not per shape); the row stride is,
@@ -139,7 +163,8 @@ def _block_quant_kernel(
     PAD_EDGE: tl.constexpr, NAN_TO_NUM: tl.constexpr, HAS_FLOOR: tl.constexpr, FLOOR: tl.constexpr,
     SCALE_FORM: tl.constexpr, POW2: tl.constexpr, ZERO_ONE: tl.constexpr, INF_ONE: tl.constexpr,
     INF_FMAX: tl.constexpr, QUANT_DIV: tl.constexpr, CLAMP: tl.constexpr, DIV_RECIP: tl.constexpr,
-    CAST_NAN: tl.constexpr, SOFT_CAST: tl.constexpr, FLOAT_AMAX: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, SUB_M: tl.constexpr,
+    CAST_NAN: tl.constexpr, SOFT_CAST: tl.constexpr, FLOAT_AMAX: tl.constexpr, EVEN: tl.constexpr,
+    BIG: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, SUB_M: tl.constexpr,
 ):
     pid = tl.program_id(0)
     bi = pid // NB_N
@@ -151,11 +176,9 @@ def _block_quant_kernel(
     # slices, the second read hitting L2 — fewer registers, more programs in flight.
     for r0 in tl.static_range(0, BM, SUB_M):
         rows = bi * BM + r0 + tl.arange(0, SUB_M)
-        mask = (rows[:, None] < M) & (cols[None, :] < N)
-        x = tl.load(x_ptr + rows[:, None].to(tl.int64) * stride_xm + cols[None, :], mask=mask, other=0.0)
-        x = x.to(tl.float32)
-        if PAD_EDGE:
-            x = tl.where(mask, x, last)
+        x = _load_tile(x_ptr, rows, cols, M, N, stride_xm, EVEN, BIG)
+        if PAD_EDGE and not EVEN:
+            x = tl.where((rows[:, None] < M) & (cols[None, :] < N), x, last)
         if NAN_TO_NUM:
             x = tl.where(x != x, 0.0, x)
             x = tl.where(x == float("inf"), 448.0, tl.where(x == float("-inf"), -448.0, x))
@@ -173,10 +196,8 @@ def _block_quant_kernel(
                                 QUANT_DIV, DIV_RECIP)
     for r0 in tl.static_range(0, BM, SUB_M):
         rows = bi * BM + r0 + tl.arange(0, SUB_M)
-        mask = (rows[:, None] < M) & (cols[None, :] < N)
         if SUB_M < BM:
-            x = tl.load(x_ptr + rows[:, None].to(tl.int64) * stride_xm + cols[None, :], mask=mask, other=0.0)
-            x = x.to(tl.float32)
+            x = _load_tile(x_ptr, rows, cols, M, N, stride_xm, EVEN, BIG)
             if NAN_TO_NUM:
                 x = tl.where(x != x, 0.0, x)
                 x = tl.where(x == float("inf"), 448.0, tl.where(x == float("-inf"), -448.0, x))
@@ -187,7 +208,14 @@ def _block_quant_kernel(
         if CLAMP:
             y = tl.where(y != y, y, tl.minimum(tl.maximum(y, -448.0), 448.0))
         codes = _cast_e4m3(y, CAST_NAN, SOFT_CAST)
-        tl.store(q_ptr + rows[:, None].to(tl.int64) * stride_qm + cols[None, :], codes, mask=mask)
+        if BIG:
+            qoff = rows[:, None].to(tl.int64) * stride_qm + cols[None, :]
+        else:
+            qoff = rows[:, None] * stride_qm + cols[None, :]
+        if EVEN:
+            tl.store(q_ptr + qoff, codes)
+        else:
+            tl.store(q_ptr + qoff, codes, mask=(rows[:, None] < M) & (cols[None, :] < N))
     tl.store(s_ptr + pid, scale_inv)
 
 
@@ -197,6 +225,16 @@ RECIP_448 = tl.constexpr(RECIP_E4M3_MAX)
 FP32_MAX_C = tl.constexpr(FP32_MAX)
 BITS_464_C = tl.constexpr(BITS_464)
 BITS_448_C = tl.constexpr(BITS_448)
+
+_SPECS: dict = {}
+
+
+def _spec(r, div_recip, cast_nan):
+    key = (r, div_recip, cast_nan)
+    if key not in _SPECS:
+        _SPECS[key] = kernel_spec(r, div_recip, cast_nan).constexprs()
+    return _SPECS[key]
+
 
 DEFAULT_LAUNCH = {"num_warps": 8, "sub_m": 128, "soft_cast": False, "float_amax": False}
 
@@ -212,7 +250,7 @@ def quantize_triton(w: torch.Tensor, recipe="vllm_per_block", name: str | None =
     r = get_recipe(recipe)
     validate_input(w, name)
     sem = semantics or device_semantics(w.device)
-    spec = kernel_spec(r, sem["div_recip"], sem["cast_nan"])
+    spec = _spec(r, sem["div_recip"], sem["cast_nan"])
     m, n = w.shape
     if m == 0 or n == 0:  # the reference's own behaviour (some recipes fail there, as upstream)
         return quantize(w, r, name)
@@ -240,8 +278,9 @@ def quantize_triton(w: torch.Tensor, recipe="vllm_per_block", name: str | None =
     _block_quant_kernel[(mb * nb,)](
         x, data.view(torch.uint8), scale_inv, m, n, x.stride(0), data.stride(0), nb,
         (m - 1) * x.stride(0) + (n - 1),
-        **spec.constexprs(), BM=128, BN=128, SUB_M=launch["sub_m"], SOFT_CAST=launch["soft_cast"],
-        FLOAT_AMAX=launch["float_amax"], num_warps=launch["num_warps"], **extra,
+        **spec, BM=128, BN=128, SUB_M=launch["sub_m"], SOFT_CAST=launch["soft_cast"],
+        FLOAT_AMAX=launch["float_amax"], EVEN=(m % 128 == 0 and n % 128 == 0),
+        BIG=max(x.stride(0) * mb * 128, data.stride(0) * mb * 128) >= 2**31, num_warps=launch["num_warps"], **extra,
     )
     return QuantizedTensor(data=data, scale_inv=scale_inv, recipe=r)
 
