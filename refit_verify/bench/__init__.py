@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="llama-3.1-8b,qwen3-8b", help="verifier timing models (full depth)")
     p.add_argument("--nccl-model", default="llama-3.1-8b")
     p.add_argument("--nccl-reps", type=int, default=5)
+    p.add_argument("--graph-all", action="store_true",
+                   help="time every Triton variant under CUDA-graph replay (default: the best eager one)")
     p.add_argument("--compile-recipes", default="vllm_per_block,nemo_rl",
                    help="recipes timed under torch.compile (each shape compiles for seconds)")
     p.add_argument("--compile-budget-s", type=float, default=100.0)
@@ -96,9 +98,11 @@ def main(argv=None) -> int:
             kw_of = dict(_variants(args.triton_variants))
             res["graph"] = []
             for r in recipes:
-                kw = kw_of.get(best.get(r, (0, None))[1], {})
-                row = quant.bench_triton_graph(layers, copy["gbps"], r, reps=args.reps * 2, **kw)
-                res["graph"].append(row)
+                kws = list(kw_of.values()) if args.graph_all else [kw_of.get(best.get(r, (0, None))[1], {})]
+                for kw in kws:
+                    row = quant.bench_triton_graph(layers, copy["gbps"], r, reps=args.reps * 2, **kw)
+                    row["impl"] = "graph " + next((k for k, v in kw_of.items() if v == kw), "triton")
+                    res["graph"].append(row)
                 print(f"  triton+graph {r:22s} {row['ms_per_layer']:.3f} ms/layer {row['gbps']:.0f} GB/s "
                       f"{100 * row['frac_copy']:.1f}% {kw}", flush=True)
             save()
