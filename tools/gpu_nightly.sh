@@ -30,5 +30,5 @@ PYEOF
 echo "mutants in $(( $(date +%s) - t0 )) s"
 
 t0=$(date +%s)
-timeout ${BENCH_TIMEOUT:-330} $PY -m refit_verify.bench --out "$OUT" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
+timeout ${BENCH_TIMEOUT:-330} $PY -m refit_verify.bench --out "$OUT" ${BENCH_ARGS:---graph-all} 2>&1 | tee "$OUT/bench.log"
 echo "bench rc=${PIPESTATUS[0]} in $(( $(date +%s) - t0 )) s"

@@ -116,6 +116,9 @@ def run_mutants(where: str = "gpu", extra_args=()) -> dict:
         if tb is not None:
             tb._SPECS.clear()
 
+    import os
+
+    os.environ["REFIT_NIGHTLY_FINDINGS"] = os.environ.get("REFIT_NIGHTLY_FINDINGS", "reports/x.json") + ".mutants"
     for name, test in jobs:
         clear()
         with by_name[name].applied():

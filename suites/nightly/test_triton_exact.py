@@ -17,7 +17,7 @@ from refit_verify.fp8.quantize import _scales, quantize
 pytestmark = pytest.mark.triton
 REQUIRED = ["vllm_per_block", "vllm_per_block_ue8m0", "nemo_rl", "nemo_rl_pow2"]
 VARIANTS = [dict(num_warps=8, sub_m=128), dict(num_warps=4, sub_m=128), dict(num_warps=8, sub_m=32),
-            dict(num_warps=8, sub_m=128, soft_cast=True)]
+            dict(num_warps=8, sub_m=128, soft_cast=True), dict(num_warps=16, sub_m=128)]
 
 
 def _all_bf16_amax(dev):
