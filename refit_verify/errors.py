@@ -88,5 +88,9 @@ class ShardPlacementError(LoadError):
     """vLLM's block-rounded scale placement ran off the end of the fused scale (torch narrow)."""
 
 
+class LoadShapeError(LoadError):
+    """An arrived tensor's shape does not match the engine parameter (or shard) it targets."""
+
+
 class ShapeValidationError(LoadError):
     """vLLM's create-time check: output partitions except the last must be block multiples."""

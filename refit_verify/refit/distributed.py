@@ -75,7 +75,7 @@ def _run_rank(rank: int, world: int, port: int, backend: str, job: dict, timeout
             if rank != 0:
                 if index >= len(plan.buckets):
                     raise TransportError(f"bucket {index} arrived, the plan has {len(plan.buckets)}", bucket=index)
-                received.extend(unpack_bucket(plan.buckets[index], buf.cpu()))
+                received.append(unpack_bucket(plan.buckets[index], buf.cpu()))
         dist.barrier()
         return received
     finally:
@@ -93,7 +93,7 @@ def broadcast_transfer(items, metadata: dict, bucket_bytes: int = DEFAULT_BUCKET
                        timeout_s: float = 60.0):
     """Send `items` from this process (rank 0) to spawned ranks 1..world-1.
 
-    Returns (what rank 1 received, TransferStats). Packing and its typed errors (non-contiguous,
+    Returns (the batches rank 1 split from the buckets, one list of (name, tensor) per bucket; TransferStats). Packing and its typed errors (non-contiguous,
     oversized) happen here, before any process starts. Rank 0 is the calling process, so only the
     receivers pay the interpreter and torch start-up.
     """

@@ -15,6 +15,7 @@ HAZARDS = {
     "straddling_block": "a 128-row block holds rows of two shards: not representable in the block layout",
     "shape_validation": "an output partition other than the last is not a multiple of the block",
     "shape_mismatch": "arrived tensor does not fit the engine parameter",
+    "load_failed": "the loader could not load a tensor (quantizer failure or other typed error)",
     "placeholder_scale": "scale entries still hold the finfo(float32).min fill",
     "bad_scale": "NaN, Inf, zero or negative scale",
     "fp8_into_bf16": "FP8 data loaded into a parameter the engine keeps in BF16",
