@@ -25,9 +25,12 @@ Quantizer = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 Metadata = dict  # {name: (shape tuple, torch.dtype)}
 
 
-def sendable(t: torch.Tensor) -> torch.Tensor:
-    """What goes on the wire must be contiguous: recipes that crop a padded result return views."""
-    return t.contiguous()
+def sendable(t: torch.Tensor, make_contiguous: bool = True) -> torch.Tensor:
+    """What goes on the wire must be contiguous: recipes that crop a padded result return views.
+
+    make_contiguous=False reproduces an exporter that forgets it (the packed transport then refuses).
+    """
+    return t.contiguous() if make_contiguous else t
 
 
 def scale_shape(shape, block=(128, 128)) -> tuple[int, int]:
@@ -57,11 +60,12 @@ class TrainerExporter:
 
     def __init__(self, weights: Union[Mapping, Iterable, Callable[[], Iterable]], mode: str = "before",
                  quantizer: Union[str, Recipe, Quantizer] = "vllm_per_block",
-                 selection: Optional[Fp8Selection] = None, block=(128, 128)):
+                 selection: Optional[Fp8Selection] = None, block=(128, 128), make_contiguous: bool = True):
         if mode not in ("before", "after"):
             raise BadInputError(f"export mode must be 'before' or 'after', got {mode!r}")
         self.mode = mode
         self.block = tuple(block)
+        self.make_contiguous = make_contiguous
         self._weights = self._rewindable(weights)
         self.selection = selection or heuristic_selection()
         if callable(quantizer) and not isinstance(quantizer, (str, Recipe)):
@@ -103,14 +107,14 @@ class TrainerExporter:
     def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:
         for name, t in self._iter_source():
             if name not in self.fp8_names:
-                yield name, sendable(t)
+                yield name, sendable(t, self.make_contiguous)
                 continue
             data, scale_inv = self._quantize(t, name=name)
             if scale_inv.dim() == 3 and scale_inv.shape[-1] == 1:  # NeMo-RL returns [Mb, Nb, 1]
                 scale_inv = scale_inv.squeeze(-1)
             self._check_against_metadata(name, data, scale_inv)
-            yield name, sendable(data)
-            yield name + SCALE_SUFFIX, sendable(scale_inv)
+            yield name, sendable(data, self.make_contiguous)
+            yield name + SCALE_SUFFIX, sendable(scale_inv, self.make_contiguous)
 
     def _check_against_metadata(self, name, data, scale_inv) -> None:
         # A user quantizer must produce what the metadata promised the receiver.

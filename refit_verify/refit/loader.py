@@ -90,6 +90,11 @@ class EngineLinear:
             acc += s.rows
         return out
 
+    def hf_names(self) -> list[str]:
+        """The trainer (HF) weight name of each shard."""
+        layer = self.prefix[: -len(self.spec.engine_suffix)]
+        return [f"{layer}{s.hf_suffix}.weight" for s in self.spec.shards]
+
     def shard_id(self, i: int):
         return self.spec.shards[i].shard_id
 

@@ -92,8 +92,7 @@ def post_load_findings(store: EngineStore) -> list[Finding]:
         out.append(Finding(hazard, tensor, message, path=path, **kw))
 
     for prefix, lin in store.linears.items():
-        for i, s in enumerate(lin.spec.shards):
-            hf = prefix.rsplit(".", 1)[0] + "." + s.hf_suffix + ".weight"
+        for i, (s, hf) in enumerate(zip(lin.spec.shards, lin.hf_names())):
             got_w, got_s = ("weight", i) in lin.loaded, ("scale", i) in lin.loaded
             if not got_w:
                 add("never_loaded", hf, f"no data reached shard {s.shard_id!r} of {prefix}.weight", shard=s.shard_id)

@@ -127,7 +127,7 @@ def run_refit(config, weights: Optional[dict] = None, before="vllm_per_block", a
               detection: str = "metadata", bucket_bytes: Optional[int] = None, alignment: int = DEFAULT_ALIGNMENT,
               transport: str = "inprocess", ue8m0_requant: bool = False, output_dtype=torch.bfloat16,
               shape_mismatch_exemption: Optional[bool] = None, paths=("before", "after"),
-              keep_sent: bool = False, full_metrics: bool = False) -> RefitResult:
+              keep_sent: bool = False, full_metrics: bool = False, make_contiguous: bool = True) -> RefitResult:
     """Run FP8-before and FP8-after for `config` and compare what the engine holds.
 
     before: the trainer's quantizer (preset name, Recipe, or f(w) -> (fp8, scale_inv)).
@@ -135,6 +135,7 @@ def run_refit(config, weights: Optional[dict] = None, before="vllm_per_block", a
     selection: "loader" (robust), "heuristic", an Fp8Selection or a list of HF names.
     placement: "vllm" (vLLM 0.33's block-rounded rule) or "exact" (per-row scales, see placement.py).
     detection: "metadata" (later revision) or "per_batch" (first revision).
+    make_contiguous: False reproduces an exporter that sends cropped (non-contiguous) views.
     full_metrics: whole-tensor error vs source with compare.metrics.error_metrics (slow on big shapes).
     """
     cfg = config if isinstance(config, ModelConfig) else load_config(config, layers=layers)
@@ -150,14 +151,15 @@ def run_refit(config, weights: Optional[dict] = None, before="vllm_per_block", a
     options = dict(selection=selection if isinstance(selection, str) else repr(selection), placement=placement,
                    detection=detection, bucket_bytes=bucket_bytes, alignment=alignment, transport=transport,
                    ue8m0_requant=ue8m0_requant, output_dtype=str(output_dtype), seed=seed,
-                   shape_mismatch_exemption=shape_mismatch_exemption, layers=cfg.num_hidden_layers)
+                   shape_mismatch_exemption=shape_mismatch_exemption, layers=cfg.num_hidden_layers,
+                   make_contiguous=make_contiguous)
     result = RefitResult(cfg.name, _quantizer_name(before), after_recipe.name, options, probe_cast_semantics(),
                          {}, [], [])
     for path in paths:
         store = EngineStore(cfg, placement=placement, detection=detection, recipe=after_recipe,
                             shape_mismatch_exemption=shape_mismatch_exemption, path=path)
         pr, sent = _run_path(path, cfg, weights, before, store, selection, bucket_bytes, alignment, transport,
-                             ue8m0_requant, output_dtype, keep_sent, full_metrics)
+                             ue8m0_requant, output_dtype, keep_sent, full_metrics, make_contiguous)
         result.paths[path], result.stores[path] = pr, store
         if keep_sent:
             result.sent[path] = sent
@@ -176,14 +178,14 @@ def run_refit(config, weights: Optional[dict] = None, before="vllm_per_block", a
 
 
 def _run_path(path, cfg, weights, before, store, selection, bucket_bytes, alignment, transport, ue8m0,
-              output_dtype, keep_sent, full_metrics):
+              output_dtype, keep_sent, full_metrics, make_contiguous):
     findings: list[Finding] = []
     sent: dict = {}
     completed = True
     export_summary, transfer_stats = {}, {}
     try:
         sel = resolve_selection(selection, store)
-        exporter = TrainerExporter(weights, path, before, sel)
+        exporter = TrainerExporter(weights, path, before, sel, make_contiguous=make_contiguous)
         export_summary = exporter.summary().to_dict()
         if path == "before":
             findings.extend(selection_findings(exporter.fp8_names, store, path))
@@ -213,8 +215,10 @@ def _run_path(path, cfg, weights, before, store, selection, bucket_bytes, alignm
     except RefitVerifyError as exc:
         completed = False
         findings.append(Finding("load_failed", getattr(exc, "tensor", None) or "<export>", str(exc), path=path))
+    # Checks see the state as loaded; requantization legitimately rewrites scales afterwards.
+    findings = findings + store.findings + post_load_findings(store)
     requant = process_weights_after_loading(store, ue8m0, output_dtype)
-    findings = findings + store.findings + post_load_findings(store) + requant_findings(requant, path)
+    findings += requant_findings(requant, path)
     pr = PathResult(path, _quantizer_name(before), store.recipe.name, completed, export_summary, transfer_stats,
                     findings, error_vs_source(store, weights, full_metrics), requant)
     return pr, sent
@@ -238,37 +242,46 @@ def selection_findings(fp8_names, store: EngineStore, path: str = "") -> list[Fi
     return out
 
 
-def quick_error_metrics(ref: torch.Tensor, got: torch.Tensor) -> dict:
-    """One float32 pass (the float64 suite in compare.metrics costs ~1 s per 8B linear on CPU)."""
+def _row_sums(ref: torch.Tensor, got: torch.Tensor) -> dict:
+    """Per-row sums in one pass, so whole-tensor and per-shard metrics share the work."""
     ok = torch.isfinite(got)
-    d = torch.where(ok, got - ref, 0.0)
-    ref_n, d_n = float(torch.linalg.vector_norm(ref)), float(torch.linalg.vector_norm(d))
-    got_n = float(torch.linalg.vector_norm(torch.where(ok, got, 0.0)))
-    rel = d_n / ref_n if ref_n else (0.0 if d_n == 0 else math.inf)
+    bad = int((~ok).sum())
+    if bad:
+        got = torch.where(ok, got, 0.0)
+    d = got - ref
+    return {"dd": (d * d).sum(1), "rr": (ref * ref).sum(1), "gg": (got * got).sum(1), "rg": (ref * got).sum(1),
+            "max": d.abs().amax(1) if d.shape[1] else torch.zeros(d.shape[0]), "bad": (~ok).sum(1) if bad else None}
+
+
+def _metrics_from_sums(sums: dict, lo: int, hi: int) -> dict:
+    dd, rr, gg, rg = (float(sums[k][lo:hi].double().sum()) for k in ("dd", "rr", "gg", "rg"))
+    rel = math.sqrt(dd / rr) if rr else (0.0 if dd == 0 else math.inf)
     return {"rel_l2": rel, "sqnr_db": (-20 * math.log10(rel)) if rel > 0 else math.inf,
-            "max_abs": float(d.abs().max()) if d.numel() else 0.0,
-            "cosine": float((ref * torch.where(ok, got, 0.0)).sum() / (ref_n * got_n)) if ref_n and got_n else 1.0,
-            "non_finite": int((~ok).sum())}
+            "max_abs": float(sums["max"][lo:hi].max()) if hi > lo else 0.0,
+            "cosine": rg / math.sqrt(rr * gg) if rr and gg else 1.0,
+            "non_finite": int(sums["bad"][lo:hi].sum()) if sums["bad"] is not None else 0}
 
 
 def error_vs_source(store: EngineStore, weights: dict, full: bool = False) -> dict:
-    """Dequantized engine weights against the BF16 source, whole and per shard rows.
+    """Dequantized engine weights against the BF16 source, whole and per shard rows (float32 sums).
 
-    full=True uses compare.metrics.error_metrics (float64, NaN-aware) for the whole tensor.
+    full=True also runs compare.metrics.error_metrics (float64, NaN-aware) on the whole tensor; it
+    costs about a second per 8B-sized linear on CPU.
     """
     out = {}
     for prefix, lin in store.linears.items():
-        layer = prefix.rsplit(".", 2)[0]
-        names = [f"{layer}.{s.hf_suffix}.weight" for s in lin.spec.shards]
+        names = lin.hf_names()
         if not all(n in weights for n in names):
             continue
         ref = torch.cat([weights[n].float() for n in names], 0)
         got = lin.dequantized()
-        entry = {"all": (error_metrics if full else quick_error_metrics)(ref, got), "shards": {}}
+        sums = _row_sums(ref, got)
+        entry = {"all": _metrics_from_sums(sums, 0, ref.shape[0]), "shards": {}}
+        if full:
+            entry["all_full"] = error_metrics(ref, got)
         if lin.spec.fused:
             for i, s in enumerate(lin.spec.shards):
-                off = lin.offsets[i]
-                entry["shards"][str(s.shard_id)] = quick_error_metrics(ref[off : off + s.rows], got[off : off + s.rows])
+                entry["shards"][str(s.shard_id)] = _metrics_from_sums(sums, lin.offsets[i], lin.offsets[i] + s.rows)
         out[prefix + ".weight"] = entry
     return out
 
