@@ -172,7 +172,7 @@ def run_refit(config, weights: Optional[dict] = None, before="vllm_per_block", a
                 result.findings.append(Finding(
                     "bitwise_mismatch", c.tensor, f"{c.n_code_mismatch} codes and {c.n_scale_mismatch} scales differ "
                     f"between FP8-before and FP8-after" + (f"; {fm.get('describe')}" if fm.get("describe") else ""),
-                    block=tuple(c.mismatched_blocks[0][:2]) if c.mismatched_blocks else None,
+                    block=tuple(fm["block"]) if fm.get("block") is not None else None,
                     detail={"mismatched_blocks": c.mismatched_blocks}))
     return result
 
