@@ -20,6 +20,21 @@ class Mutant:
     bug_class: str  # what real bug this models, with its source (REFERENCE.md section / public issue)
     patches: dict = field(default_factory=dict)  # "module:attr" -> factory(original) -> replacement
     area: str = "fp8"  # fp8 | exporter | transport | loader | model
+    needs: tuple = ()  # "cuda" / "vllm": killed only by suites that run where those exist
+
+    def runnable_here(self) -> tuple[bool, str]:
+        for need in self.needs:
+            if need == "cuda":
+                import torch
+
+                if not torch.cuda.is_available():
+                    return False, "needs cuda"
+            elif need == "vllm":
+                import importlib.util
+
+                if importlib.util.find_spec("vllm") is None:
+                    return False, "needs vllm"
+        return True, ""
 
     @contextlib.contextmanager
     def applied(self):

@@ -75,7 +75,7 @@ MUTANTS = [
            {"refit_verify.fp8.kernels.emulate:amax_bits": _nan_dropping_amax}, area="fp8"),
     Mutant("triton_float_amax", "the Triton kernel reduces amax with tl.max on floats: NaN blocks get finite scales",
            {"refit_verify.fp8.kernels.triton_block:DEFAULT_LAUNCH":
-            lambda o: {**o, "float_amax": True}}, area="fp8"),
+            lambda o: {**o, "float_amax": True}}, area="fp8", needs=("cuda",)),
 ]
 
 PR = "suites/pr/test_kernels_emulation.py"

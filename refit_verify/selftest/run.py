@@ -78,7 +78,15 @@ def run_matrix(suites: list[str], mutants=None, jobs: int = 2, extra: list[str] 
     """`extra` goes to each mutant's pytest (e.g. ["-x"]); the correct-code run always runs in full."""
     from refit_verify.selftest.catalog import all_mutants
 
-    chosen = [m for m in all_mutants() if not mutants or m.name in mutants]
+    chosen, not_here = [], {}
+    for m in all_mutants():
+        if mutants and m.name not in mutants:
+            continue
+        ok, why = m.runnable_here()
+        if ok:
+            chosen.append(m)
+        else:
+            not_here[m.name] = why
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         base = pool.submit(run_one, BASELINE, suites, "", "", [e for e in extra if e != "-x"])
         futures = [pool.submit(run_one, m.name, suites, m.area, m.bug_class, extra) for m in chosen]
@@ -90,6 +98,7 @@ def run_matrix(suites: list[str], mutants=None, jobs: int = 2, extra: list[str] 
         "baseline": asdict(baseline),
         "mutants": [asdict(r) | {"killed": r.killed} for r in runs],
         "survivors": [r.mutant for r in runs if not r.killed],
+        "not_run_here": not_here,  # killed by the nightly (cuda) or conformance (vllm) runs instead
         "baseline_failures": baseline.killed_by,
         "ok": bool(runs) and all(r.killed for r in runs) and not baseline.killed_by and not baseline.error,
     }
@@ -106,6 +115,8 @@ def to_markdown(matrix: dict) -> str:
     lines.append("")
     lines.append(f"Correct code: {b['n_checks'] - len(b['killed_by'])}/{b['n_checks']} checks pass. "
                  f"Mutants killed: {sum(m['killed'] for m in matrix['mutants'])}/{len(matrix['mutants'])}.")
+    if matrix.get("not_run_here"):
+        lines.append("Not run here: " + ", ".join(f"{k} ({v})" for k, v in matrix["not_run_here"].items()))
     if matrix["survivors"]:
         lines.append(f"SURVIVORS: {', '.join(matrix['survivors'])}")
     return "\n".join(lines)
