@@ -62,7 +62,7 @@ def logits_drift(ctx: JobContext) -> JobResult:
         res.verdict, res.reason = "skipped", f"{cfg.name}: MoE forward not implemented (dense Llama family only)"
         return res
     trainer = ctx.options.get("trainer_recipe", "vllm_per_block")
-    engine = ctx.options.get("engine_recipe", trainer)
+    engine = ctx.options.get("engine_recipe", "vllm_per_block")
     n_prompts, length = int(ctx.options.get("prompts", 4)), int(ctx.options.get("prompt_len", 24))
     steps = int(ctx.options.get("greedy_steps", 8))
     backend, why = _backend(ctx.device)

@@ -91,7 +91,7 @@ def refit_pipeline(ctx: JobContext) -> JobResult:
     from refit_verify.report.tensors import heatmap_rows, scale_ulp_counts, scale_ulp_rows, tensor_row
 
     trainer = ctx.options.get("trainer_recipe", "vllm_per_block")
-    engine = ctx.options.get("engine_recipe", trainer)
+    engine = ctx.options.get("engine_recipe", "vllm_per_block")
     cfg, weights = model_source(ctx)
     res = JobResult("refit_pipeline")
     repro = ctx.repro_run("refit_pipeline")
