@@ -39,6 +39,11 @@ def per_position_kl(ref: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
     return (la.exp() * (la - lb)).sum(-1)
 
 
+def engine_params(r, path: str) -> dict:
+    """What the engine holds after one refit path (vLLM names, fused qkv/gate_up, FP8 + scales)."""
+    return r.stores[path].parameters()
+
+
 def _backend(device: str) -> tuple[str, str]:
     if device != "cuda":
         return "emulated", "CPU: dequantize + float32 matmul"
@@ -76,8 +81,8 @@ def logits_drift(ctx: JobContext) -> JobResult:
     prompts = make_prompts(cfg.vocab_size, n_prompts, length, ctx.seed)
     device = ctx.device if ctx.device == "cuda" else None
     models = {}
-    for name, params in (("bf16", weights), ("fp8_before", r.stores["before"].parameters()),
-                         ("fp8_after", r.stores["after"].parameters())):
+    for name, params in (("bf16", weights), ("fp8_before", engine_params(r, "before")),
+                         ("fp8_after", engine_params(r, "after"))):
         ctx.progress(f"forward {name}")
         kw = {} if name == "bf16" else {"backend": backend}
         models[name] = _CachedLogits(LlamaModel(cfg, params, device=device, **kw), prompts)

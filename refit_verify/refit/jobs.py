@@ -188,6 +188,11 @@ def _whatif_rows(ctx, cfg, weights, engine, after_store, presets):
     return rows, shown
 
 
+def hazard_mismatch(expected: set, got: set) -> tuple[set, set]:
+    """(expected hazards not detected, detected hazards not expected)."""
+    return expected - got, got - expected
+
+
 @register_job("refit_hazards", suites=("pr", "nightly", "full"))
 def refit_hazards(ctx: JobContext) -> JobResult:
     """Odd configs where vLLM's loader misbehaves: each known hazard must be detected (informational rows)."""
@@ -205,7 +210,7 @@ def refit_hazards(ctx: JobContext) -> JobResult:
         ctx.progress(name)
         r = run_refit(config, before=ctx.options.get("trainer_recipe", "vllm_per_block"), seed=ctx.seed, **kwargs)
         got = r.hazards()
-        missing, extra = expected - got, got - expected
+        missing, extra = hazard_mismatch(expected, got)
         detected += len(expected & got)
         repro = ctx.repro_run("refit_hazards") + f" --set hazard_scenarios={name}"
         for h in sorted(missing):
