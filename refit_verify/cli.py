@@ -48,8 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--against", default="vllm_per_block", metavar="RECIPE", help="recipe to match (default vllm_per_block)")
     c.add_argument("--case", action="append", metavar="NAME", help="only this case (repeatable)")
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--exporter", metavar="MODULE:ATTR", help="trainer exporter to check (needs the refit pipeline)")
-    c.add_argument("--loader", metavar="MODULE:ATTR", help="engine loader to check (needs the refit pipeline)")
+    c.add_argument("--exporter", metavar="MODULE:ATTR",
+                   help="trainer exporter f(state_dict) -> iterable of (name, tensor), FP8-before mode, "
+                        "compared bitwise with the reference exporter")
+    c.add_argument("--config", default="tiny-llama", help="model config whose synthetic weights feed --exporter")
+    c.add_argument("--loader", metavar="MODULE:ATTR", help="engine loader to check (not yet available)")
     c.add_argument("--out", metavar="DIR", help="also write a report here")
     c.add_argument("--list-cases", action="store_true", help="list the case names and exit")
     c.add_argument("--quiet", "-q", action="store_true")
@@ -199,15 +202,12 @@ def cmd_run(args) -> int:
 
 
 def cmd_check(args) -> int:
-    if args.exporter or args.loader:
-        import importlib.util
-
-        which = "--exporter" if args.exporter else "--loader"
-        if importlib.util.find_spec("refit_verify.refit") is None:
-            _err(f"{which}: not yet available (the refit pipeline, refit_verify.refit, is not in this build)")
-        else:
-            _err(f"{which}: not yet available (pipeline checks are not wired into `check` yet)")
+    if args.loader:
+        _err("--loader: not yet available (use `refit-verify diff` on your engine's dump after refit, "
+             "against the dump of `refit-verify run --job refit_pipeline --set dump_dir=DIR`)")
         return 2
+    if args.exporter:
+        return _check_exporter(args)
     from refit_verify.cases import default_cases
 
     cases = default_cases(args.seed)
@@ -251,6 +251,50 @@ def cmd_check(args) -> int:
     if not args.quiet:
         for f in fails[1:]:
             print(f"  {f.verdict:5s} {f.case}: {f.reason[:160]}")
+    return 1
+
+
+def _check_exporter(args) -> int:
+    import shlex
+
+    from refit_verify.fp8 import get_recipe
+    from refit_verify.model import load_config, synthesize_weights
+    from refit_verify.refit.usercheck import check_exporter
+    from refit_verify.report.userimpl import load_callable
+
+    recipe = get_recipe(args.against)
+    cfg = load_config(args.config)
+    fn = load_callable(args.exporter, args.kwargs)
+    out = check_exporter(fn, cfg, synthesize_weights(cfg, args.seed), recipe)
+    repro = shlex.join([PROG, "check", "--exporter", args.exporter] + (["--kwargs", args.kwargs] if args.kwargs else [])
+                       + ["--against", recipe.name, "--config", cfg.name, "--seed", str(args.seed)])
+    if args.out:
+        from refit_verify.jobs import JobResult
+        from refit_verify.report import env
+        from refit_verify.report.document import Report, ReportWriter
+
+        job = JobResult("check_exporter", repro=repro)
+        for i in out.issues:
+            job.fail(i.tensor, f"{i.kind}: {i.message}", repro)
+        job.figure("exporter_tensors_differing", len(out.issues), cfg.name)
+        job.tables["issues"] = [i.to_dict() for i in out.issues]
+        job.metrics = {k: v for k, v in out.to_dict().items() if k != "issues"}
+        run_id, _ = _default_out()
+        rep = Report("check", run_id, args.command_line, options={"exporter": args.exporter, "against": recipe.name,
+                     "config": cfg.name}, seeds={"base": args.seed}, environment=env.collect("cpu"), jobs=[job],
+                     planned_jobs=["check_exporter"])
+        ReportWriter(args.out, rep).finish("complete")
+    if out.passed:
+        print(f"PASS: exporter {args.exporter} sent {out.n_user} tensors bit-identical to the reference "
+              f"FP8-before export ({recipe.name}, {cfg.name})")
+        return 0
+    print(f"FAIL: {len(out.issues)} difference(s) from the reference FP8-before export ({recipe.name}, {cfg.name}; "
+          f"{out.n_identical}/{out.n_reference} tensors identical)")
+    print(f"first: {out.first.kind}: {out.first.message}")
+    print(f"reproduce: {repro}")
+    if not args.quiet:
+        for i in out.issues[1:20]:
+            print(f"  {i.kind:9s} {i.message[:200]}")
     return 1
 
 

@@ -1,8 +1,7 @@
-"""Jobs available before the pipeline and the model forward merge.
+"""Jobs that need neither the pipeline nor the model forward.
 
 - quantizer_matrix: every weight preset vs the engine recipe on the seeded case set.
-- model_recipe_drift: FP8-before (trainer recipe) vs FP8-after (engine recipe) on every linear of the
-  embedded model, per tensor, plus a what-if row for each other preset as the trainer's recipe.
+(FP8-before vs FP8-after on the model, with what-if rows per preset: refit_verify.refit.jobs.refit_pipeline.)
 - cast_semantics: how this torch casts out-of-range values to e4m3 (changed across releases).
 - cuda_parity: same recipe on CPU and CUDA, bytes compared (REFERENCE §3: not to be assumed).
 """
@@ -11,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shlex
-from pathlib import Path
 
 from refit_verify.jobs import JobContext, JobResult, register_job
 
@@ -81,97 +79,6 @@ def quantizer_matrix(ctx: JobContext) -> JobResult:
     res.metrics = {"pairs": len(rows), "cases": len(cases), "engines": ", ".join(engines)}
     if res.failures:
         res.reason = f"{len(res.failures)} expected-identical case(s) differ"
-    return res
-
-
-def _model_weights(ctx: JobContext):
-    """(config name, {hf name: bf16 tensor}) from --model PATH (config.json + safetensors) or --config."""
-    from refit_verify.model import load_config, synthesize_weights
-
-    if ctx.model_path:
-        p = Path(ctx.model_path)
-        cfg = load_config(str(p / "config.json" if p.is_dir() else p), layers=ctx.layers)
-        files = sorted(p.glob("*.safetensors")) if p.is_dir() else []
-        if files:
-            from safetensors.torch import load_file
-
-            weights = {}
-            for f in files:
-                weights.update(load_file(str(f)))
-            return cfg.name, weights
-        return cfg.name, synthesize_weights(cfg, ctx.seed)
-    cfg = load_config(ctx.config, layers=ctx.layers)
-    return cfg.name, synthesize_weights(cfg, ctx.seed)
-
-
-def fp8_eligible(name: str, t) -> bool:
-    """Decoder linears only: embeddings, lm_head, norms and the MoE router stay BF16 in the engine."""
-    return (t.dim() == 2 and name.endswith(".weight") and ".layers." in name
-            and not any(s in name for s in ("norm", "embed", "lm_head", "mlp.gate.weight", "shared_expert_gate")))
-
-
-@register_job("model_recipe_drift", suites=("pr", "nightly", "full"))
-def model_recipe_drift(ctx: JobContext) -> JobResult:
-    """FP8-before (trainer recipe) vs FP8-after (engine recipe) per linear of the embedded model."""
-    from refit_verify.compare import compare_fp8, error_metrics
-    from refit_verify.fp8 import WEIGHT_PRESETS, dequantize, quantize
-    from refit_verify.report.tensors import heatmap_rows, scale_ulp_counts, scale_ulp_rows, tensor_row
-
-    trainer = ctx.options.get("trainer_recipe", "vllm_per_block")
-    engine = ctx.options.get("engine_recipe", "vllm_per_block")
-    model, weights = _model_weights(ctx)
-    names = [n for n, t in weights.items() if fp8_eligible(n, t)]
-    res = JobResult("model_recipe_drift")
-    rows, cmps, ulps = [], [], None
-    whatif = {p: {"trainer": p, "engine": engine, "n_code_mismatch": 0, "n_scale_mismatch": 0, "n": 0,
-                  "_cmps": []} for p in WEIGHT_PRESETS if p != trainer}
-    for i, name in enumerate(names):
-        ctx.progress(f"{name} ({i + 1}/{len(names)})")
-        w = weights[name].to(ctx.device)
-        after = quantize(w, engine, name)  # engine quantizes the BF16 it received
-        before = quantize(w, trainer, name)  # trainer quantized before sending
-        cmp = compare_fp8(before.data, before.scale_inv, after.data, after.scale_inv, after.recipe.block, name)
-        err_b = error_metrics(w.float(), dequantize(after))
-        err_a = error_metrics(w.float(), dequantize(before)) if trainer != engine else err_b
-        rows.append(tensor_row(cmp, err_a, err_b))
-        cmps.append(cmp)
-        c = scale_ulp_counts(before.scale_inv, after.scale_inv)
-        ulps = c if ulps is None else ulps + c
-        res.figure("refit_code_mismatch", cmp.n_code_mismatch, name)
-        res.figure("refit_scale_mismatch", cmp.n_scale_mismatch, name)
-        res.figure("sqnr_db", err_b["sqnr_db"], name)
-        res.figure("calc_diff", err_b["calc_diff"], name)
-        if not cmp.equal:
-            res.fail(name, cmp.first_mismatch.describe(), ctx.repro_run("model_recipe_drift"))
-        for p, acc in whatif.items():
-            q = quantize(w, p, name)
-            wc = compare_fp8(q.data, q.scale_inv, after.data, after.scale_inv, after.recipe.block, name)
-            acc["n_code_mismatch"] += wc.n_code_mismatch
-            acc["n_scale_mismatch"] += wc.n_scale_mismatch
-            acc["n"] += wc.n_elements
-            acc["_cmps"].append(wc)
-    res.tables["tensors"] = rows
-    res.tables["scale_ulp"] = scale_ulp_rows(ulps or {})
-    heat = heatmap_rows(cmps)
-    label = f"trainer={trainer} vs engine={engine}"
-    if not heat and "nemo_rl" in whatif:
-        # nothing to show for the real pair: show the classic drift (NeMo-RL scale form vs vLLM)
-        heat, label = heatmap_rows(whatif["nemo_rl"]["_cmps"]), f"what-if trainer=nemo_rl vs engine={engine}"
-    for h in heat:
-        h["label"] = label
-    res.tables["block_mismatch"] = heat
-    res.tables["whatif"] = [
-        {k: v for k, v in acc.items() if not k.startswith("_")}
-        | {"code_mismatch_rate": acc["n_code_mismatch"] / max(acc["n"], 1)}
-        for acc in whatif.values()
-    ]
-    res.metrics = {
-        "model": model, "trainer_recipe": trainer, "engine_recipe": engine, "fp8_tensors": len(names),
-        "tensors_differing": sum(not c.equal for c in cmps),
-        "min_sqnr_db": min((r["sqnr_db"] for r in rows), default=float("nan")),
-    }
-    if res.failures:
-        res.reason = f"{len(res.failures)} of {len(names)} tensors differ between FP8-before and FP8-after"
     return res
 
 

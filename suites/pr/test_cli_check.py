@@ -82,8 +82,10 @@ def test_bad_kwargs_unknown_case_unknown_recipe(user_file, capsys):
     assert "presets:" in capsys.readouterr().err
 
 
-def test_pipeline_flags_are_accepted_but_not_yet_available(capsys):
-    assert main(["check", "--exporter", "x:y"]) == 2
+def test_pipeline_flags_bad_exporter_and_loader_not_yet_available(capsys):
+    assert main(["check", "--exporter", "no_such_module_xyz:f"]) == 2  # import error: one line, exit 2
+    assert "no_such_module_xyz" in capsys.readouterr().err
+    assert main(["check", "--loader", "x:y"]) == 2
     assert "not yet available" in capsys.readouterr().err
 
 
