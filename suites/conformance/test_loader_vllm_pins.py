@@ -45,7 +45,8 @@ def vllm_load(V, name):
     kind, sizes, K, hs, _, _ = LAYERS[name]
     layer = V.build_linear(kind, sizes, K, head_size=hs)
     shards = make_shards(name, kind, sizes, K)
-    return V.load_shards(layer, [(sid, q, s) for sid, _, q, s in shards]), shards
+    # fp8 as uint8 bytes, as a packed transport delivers them: the driver must bit-copy, not value-cast
+    return V.load_shards(layer, [(sid, q.view(torch.uint8), s) for sid, _, q, s in shards]), shards
 
 
 def row_scales(scale, n, block=128):

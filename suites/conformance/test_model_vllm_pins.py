@@ -64,7 +64,7 @@ def test_fp8_before_refit_lands_bitwise(V, engine):
     for n, t in new.items():
         if ".layers." in n and t.dim() == 2:
             q = quantize(t, "vllm_per_block", name=n)
-            batch += [(n, q.data), (n + "_scale_inv", q.scale_inv)]
+            batch += [(n, q.data.view(torch.uint8)), (n + "_scale_inv", q.scale_inv)]  # bytes, as transported
         else:
             batch.append((n, t))
     r = V.load_weights_into(model, batch, process=True)

@@ -1,0 +1,59 @@
+"""Every conformance mutant must make the real-vLLM conformance suite fail (run by `tox -e vllm`).
+
+Each mutant runs in its own pytest process (`--refit-mutant NAME`) on the conformance files named
+in mutants_conformance.TARGETS, stopping at the first failure; the unmutated suite is the tox env's
+first command. Skips where vllm is absent.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from refit_verify.engine.vllm_cpu import vllm_available
+from refit_verify.selftest.catalog import all_mutants
+from refit_verify.selftest.mutants_conformance import TARGETS
+from refit_verify.selftest.run import run_one
+
+ROOT = Path(__file__).resolve().parents[2]
+OK, WHY = vllm_available()
+MUTANTS = {m.name: m for m in all_mutants() if m.area == "conformance"}
+pytestmark = pytest.mark.skipif(not OK, reason=f"conformance kill matrix needs vllm ({WHY}); run `tox -e vllm`")
+
+
+def _extra() -> list[str]:
+    extra = ["-x"]
+    try:  # the vllm env reaches the project through PYTHONPATH: load its pytest plugin by hand
+        importlib.metadata.distribution("refit-verify")
+    except importlib.metadata.PackageNotFoundError:
+        extra += ["-p", "refit_verify.pytest_plugin"]
+    return extra
+
+
+@pytest.fixture(scope="module")
+def matrix():
+    os.chdir(ROOT)
+    runnable = {n: [t for t in TARGETS[n] if (ROOT / t).exists()] for n in MUTANTS}
+    jobs = int(os.environ.get("REFIT_VERIFY_SELFTEST_JOBS", "2"))
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {n: pool.submit(run_one, n, files, MUTANTS[n].area, MUTANTS[n].bug_class, _extra())
+                   for n, files in runnable.items() if files}
+        return {n: f.result() for n, f in futures.items()}
+
+
+def test_every_conformance_mutant_has_targets():
+    assert set(TARGETS) == set(MUTANTS), set(TARGETS) ^ set(MUTANTS)
+
+
+@pytest.mark.parametrize("name", sorted(MUTANTS))
+def test_conformance_mutant_is_killed(matrix, name):
+    if name not in matrix:
+        pytest.skip(f"{name}: target files not in this checkout yet: {TARGETS[name]}")
+    run = matrix[name]
+    assert not run.error or run.killed, run.error
+    assert run.killed, f"{name} survives {TARGETS[name]} ({run.n_checks} checks ran)"
+    print(f"{name}: killed by {run.killed_by[0]}: {run.messages[run.killed_by[0]][:200]}")
