@@ -1,26 +1,349 @@
-"""The `refit-verify` command line (front door for the PR gate, nightly runs and drift reports)."""
+"""The `refit-verify` command line: `run`, `check`, `diff`, `gate`, plus `selftest`, `bench`, `presets`.
+
+Exit codes: 0 pass; 1 a check failed (mismatch, drift, gate); 2 bad input or unavailable feature;
+130 interrupted; 143 terminated. Heavy imports (torch, matplotlib) happen inside the commands so
+`--help` stays instant.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+PROG = "refit-verify"
+DELEGATES = {"selftest": "refit_verify.selftest.run", "bench": "refit_verify.bench"}
+
+
+def _err(msg: str) -> None:
+    print(f"{PROG}: {msg}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="refit-verify", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(prog=PROG, description="Verify FP8 weight refit (trainer BF16 -> engine block FP8).")
+    p.add_argument("--verbose", "-v", action="store_true", help="show tracebacks of errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run the differential suite and write a report",
+                       description="Run the registered jobs of a suite and write report.json/md/html.")
+    r.add_argument("--suite", choices=("pr", "nightly", "full"), default="pr", help="job selection (default pr)")
+    r.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--config", default="tiny-llama", help="named model config (default tiny-llama, embedded)")
+    g.add_argument("--model", metavar="PATH", help="folder with config.json (and BF16 *.safetensors) or a config JSON")
+    r.add_argument("--layers", type=int, help="keep only the first N decoder layers (full width)")
+    r.add_argument("--out", metavar="DIR", help="report folder (default reports/<run id>, linked as reports/latest)")
+    r.add_argument("--seed", type=int, default=0, help="base seed of every random input (default 0)")
+    r.add_argument("--job", action="append", metavar="NAME", help="run only this job (repeatable)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="job option, e.g. trainer_recipe=nemo_rl, engine_recipe=vllm_per_block_ue8m0")
+    r.add_argument("--list", action="store_true", help="list the registered jobs and exit")
+    r.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr (CI)")
+    r.add_argument("--no-plots", action="store_true", help="HTML without plots (faster; same as REFIT_VERIFY_NO_PLOTS=1)")
+
+    c = sub.add_parser("check", help="check a quantizer f(w) -> (fp8, scale_inv) against a recipe",
+                       description="Run the quantizer case set on your callable and compare bitwise with a recipe.")
+    c.add_argument("--quantizer", metavar="MODULE:ATTR", help="dotted.module:func or path/to/file.py:func")
+    c.add_argument("--kwargs", metavar="JSON", help="keyword arguments for the quantizer, as a JSON object")
+    c.add_argument("--against", default="vllm_per_block", metavar="RECIPE", help="recipe to match (default vllm_per_block)")
+    c.add_argument("--case", action="append", metavar="NAME", help="only this case (repeatable)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--exporter", metavar="MODULE:ATTR", help="trainer exporter to check (needs the refit pipeline)")
+    c.add_argument("--loader", metavar="MODULE:ATTR", help="engine loader to check (needs the refit pipeline)")
+    c.add_argument("--out", metavar="DIR", help="also write a report here")
+    c.add_argument("--list-cases", action="store_true", help="list the case names and exit")
+    c.add_argument("--quiet", "-q", action="store_true")
+
+    d = sub.add_parser("diff", help="drift report between two FP8 state dicts",
+                       description="Compare two FP8 state dicts (safetensors file or folder with *.weight fp8 + "
+                                   "*.weight_scale_inv float32) bitwise, tensor by tensor.")
+    d.add_argument("a", metavar="A", help="e.g. the trainer's dump")
+    d.add_argument("b", metavar="B", help="e.g. the engine's dump after refit")
+    d.add_argument("--source", metavar="BF16", help="BF16 weights (same names): each side's error vs BF16")
+    d.add_argument("--out", metavar="DIR", help="report folder (default reports/diff-<run id>)")
+    d.add_argument("--quiet", "-q", action="store_true")
+    d.add_argument("--no-plots", action="store_true", help="HTML without plots (faster)")
+
+    gt = sub.add_parser("gate", help="fail when a report exceeds the policy or regresses vs a baseline",
+                        description="Exit 1 with reasons when REPORT breaks the policy or regresses against --baseline.")
+    gt.add_argument("report", metavar="REPORT", help="report.json or its folder")
+    gt.add_argument("--baseline", metavar="OLD", help="an earlier report.json (e.g. from main)")
+    gt.add_argument("--policy", metavar="FILE", help="policy TOML/JSON (default: the packaged data/policy.toml)")
+
+    for name, mod in DELEGATES.items():
+        sub.add_parser(name, help=f"delegates to {mod}:main (all further arguments are passed on)", add_help=False)
     sub.add_parser("presets", help="list the named quantizer recipes")
     return p
 
 
 def main(argv=None) -> int:
+    # the exact command recorded in reports: sys.argv from a shell, the given list when called in-process
+    full = list(sys.argv) if argv is None else [PROG, *argv]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv or "-v" in argv
+    # selftest/bench own their options (including --help): hand over before argparse sees them
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first in DELEGATES:
+        rest = argv[argv.index(first) + 1:]
+        return _delegate(first, rest)
     args = build_parser().parse_args(argv)
-    if args.command == "presets":
-        from refit_verify.fp8 import PRESETS
+    from refit_verify.report.document import command_line
 
-        for name, r in PRESETS.items():
-            print(f"{name:32s} {r.source}")
+    args.command_line = command_line(full)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except BaseException as exc:
+        from refit_verify.errors import RefitVerifyError
+        from refit_verify.report.runner import Terminated
+
+        if isinstance(exc, Terminated):
+            _err("terminated")
+            return 143
+        if isinstance(exc, SystemExit):
+            raise
+        if verbose or not isinstance(exc, RefitVerifyError):
+            if not isinstance(exc, RefitVerifyError):
+                raise
+            import traceback
+
+            traceback.print_exc()
+        _err(str(exc))
+        return 2
+
+
+def _delegate(name: str, rest: list[str]) -> int:
+    import importlib
+
+    mod_name = DELEGATES[name]
+    try:
+        mod = importlib.import_module(mod_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and mod_name.startswith(exc.name):
+            _err(f"{name} is not available in this build ({mod_name} not found)")
+            return 2
+        raise
+    fn = getattr(mod, "main", None) or getattr(mod, "run_bench", None)
+    if fn is None:
+        _err(f"{name} is not available in this build ({mod_name} has no main)")
+        return 2
+    rc = fn(rest)
+    return int(rc or 0)
+
+
+def _default_out(prefix: str = "") -> tuple[str, str]:
+    import datetime as dt
+
+    run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    return run_id, os.path.join("reports", prefix + run_id)
+
+
+def _link_latest(out: str, name: str = "latest") -> None:
+    link = os.path.join("reports", name)
+    try:
+        if os.path.islink(link):
+            os.unlink(link)
+        if not os.path.exists(link):
+            os.symlink(os.path.basename(out), link)
+    except OSError:
+        pass  # best effort (no symlinks on some file systems)
+
+
+def cmd_run(args) -> int:
+    from refit_verify.jobs import JobContext, all_jobs
+
+    if args.list:
+        for name, spec in sorted(all_jobs().items()):
+            needs = f" needs={','.join(spec.needs)}" if spec.needs else ""
+            print(f"{name:24s} suites={','.join(spec.suites)}{needs}  {spec.doc}")
+        return 0
+    options = {}
+    for kv in args.set:
+        if "=" not in kv:
+            _err(f"--set expects KEY=VALUE, got {kv!r}")
+            return 2
+        k, v = kv.split("=", 1)
+        options[k] = v
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        _err("--device cuda: no CUDA device available (use --device cpu; GPU jobs then skip with a reason)")
+        return 2
+    from refit_verify.report import env
+    from refit_verify.report.document import Report, ReportWriter
+    from refit_verify.report.progress import Progress
+    from refit_verify.report.runner import run_jobs
+
+    run_id, default_out = _default_out()
+    out = args.out or default_out
+    ctx = JobContext(suite=args.suite, device=args.device, config=args.config, model_path=args.model,
+                     seed=args.seed, layers=args.layers, options=options)
+    report = Report(kind="run", run_id=run_id, command=args.command_line,
+                    options={"suite": args.suite, "device": args.device, "config": None if args.model else args.config,
+                             "model": args.model, "layers": args.layers, "jobs": args.job, "set": options},
+                    seeds={"base": args.seed}, environment=env.collect(args.device))
+    progress = Progress(args.quiet)
+    writer = ReportWriter(out, report, plots=not args.no_plots)
+    try:
+        run_jobs(ctx, writer, args.job, progress)
+    finally:
+        if not args.out:
+            _link_latest(out)
+        progress.note(f"report: {os.path.join(out, 'report.html')}")
+    data = report.to_dict()
+    print(f"{data['verdict'].upper()}: " + ", ".join(f"{k} {v}" for k, v in data["counts"].items() if v)
+          + f" — {os.path.join(out, 'report.md')}")
+    return 0 if data["verdict"] == "pass" else 1
+
+
+def cmd_check(args) -> int:
+    if args.exporter or args.loader:
+        import importlib.util
+
+        which = "--exporter" if args.exporter else "--loader"
+        if importlib.util.find_spec("refit_verify.refit") is None:
+            _err(f"{which}: not yet available (the refit pipeline, refit_verify.refit, is not in this build)")
+        else:
+            _err(f"{which}: not yet available (pipeline checks are not wired into `check` yet)")
+        return 2
+    from refit_verify.cases import default_cases
+
+    cases = default_cases(args.seed)
+    if args.list_cases:
+        for c in cases:
+            print(f"{c.name:28s} seed={c.seed:<11d} {c.note}")
+        return 0
+    if not args.quantizer:
+        _err("check: --quantizer MODULE:ATTR is required")
+        return 2
+    if args.case:
+        known = {c.name for c in cases}
+        unknown = [n for n in args.case if n not in known]
+        if unknown:
+            _err(f"unknown case(s) {', '.join(unknown)}; see `{PROG} check --list-cases`")
+            return 2
+        cases = [c for c in cases if c.name in args.case]
+    from refit_verify.check import check_quantizer
+    from refit_verify.fp8 import get_recipe
+    from refit_verify.report.userimpl import load_callable
+
+    recipe = get_recipe(args.against)  # unknown recipe -> BadInputError -> exit 2 with the preset list
+    fn = load_callable(args.quantizer, args.kwargs)
+    import shlex
+
+    base = [PROG, "check", "--quantizer", args.quantizer] + (["--kwargs", args.kwargs] if args.kwargs else [])
+    # check_quantizer fills {case} with str.format: braces of the user's JSON must be escaped
+    fixed = shlex.join(base + ["--against", recipe.name, "--case"]).replace("{", "{{").replace("}", "}}")
+    repro = fixed + " {case} --seed " + str(args.seed)
+    result = check_quantizer(fn, recipe, cases, seed=args.seed, repro=repro)
+    fails = result.failures()
+    if args.out:
+        _write_check_report(args, result)
+    if not fails:
+        print(f"PASS: {len(result.cases)}/{len(result.cases)} cases bit-identical to {recipe.name}")
+        return 0
+    first = fails[0]
+    print(f"FAIL: {len(fails)}/{len(result.cases)} cases differ from {recipe.name}")
+    print(f"first mismatch: case {first.case} (seed {first.seed}): {first.reason}")
+    print(f"reproduce: {first.repro}")
+    if not args.quiet:
+        for f in fails[1:]:
+            print(f"  {f.verdict:5s} {f.case}: {f.reason[:160]}")
+    return 1
+
+
+def _write_check_report(args, result) -> None:
+    from refit_verify.jobs import JobResult
+    from refit_verify.report import env
+    from refit_verify.report.document import Report, ReportWriter
+
+    job = JobResult("check")
+    for c in result.cases:
+        if c.verdict != "pass":
+            job.fail(c.case, c.reason, c.repro)
+        if "sqnr_db" in c.metrics and c.case.startswith("randn_"):
+            job.figure("sqnr_db", c.metrics["sqnr_db"], c.case)
+    job.tables["cases"] = [{k: v for k, v in c.to_dict().items() if k != "first_mismatch"} for c in result.cases]
+    run_id, _ = _default_out()
+    rep = Report("check", run_id, args.command_line, options={"quantizer": args.quantizer, "against": result.reference},
+                 seeds={"base": args.seed}, environment=env.collect("cpu"), jobs=[job], planned_jobs=["check"])
+    ReportWriter(args.out, rep).finish("complete")
+
+
+def cmd_diff(args) -> int:
+    import shlex
+
+    from refit_verify.report import env
+    from refit_verify.report.diff import diff_state_dicts
+    from refit_verify.report.document import Report, ReportWriter
+    from refit_verify.report.progress import Progress
+    from refit_verify.report.statedict import open_state_dict
+
+    a, b = open_state_dict(args.a), open_state_dict(args.b)  # a path that is not there at all: exit 2
+    source = open_state_dict(args.source) if args.source else None
+    run_id, default_out = _default_out("diff-")
+    out = args.out or default_out
+    repro = shlex.join([PROG, "diff", args.a, args.b] + (["--source", args.source] if args.source else []))
+    report = Report("diff", run_id, args.command_line, options={"a": args.a, "b": args.b, "source": args.source},
+                    environment=env.collect("cpu"), planned_jobs=["diff"])
+    writer = ReportWriter(out, report, plots=not args.no_plots)
+    progress = Progress(args.quiet)
+    status, why = "incomplete", None
+    try:
+        writer.write()
+        outcome = diff_state_dicts(a, b, source, progress.step, repro)
+        report.jobs.append(outcome.result)
+        status = "complete"
+    except KeyboardInterrupt:
+        why = "interrupted (KeyboardInterrupt)"
+        raise
+    finally:
+        writer.finish(status, why)
+        if not args.out:
+            _link_latest(out, "latest-diff")
+    res = outcome.result
+    if res.verdict == "pass":
+        print(f"ZERO DRIFT: {res.reason} — {os.path.join(out, 'report.md')}")
+        return 0
+    print(f"DRIFT: {res.reason}")
+    for f in res.failures[:10]:
+        print(f"  {f.case}: {f.reason[:200]}")
+    if len(res.failures) > 10:
+        print(f"  ... {len(res.failures) - 10} more in {os.path.join(out, 'report.json')}")
+    return 1
+
+
+def cmd_gate(args) -> int:
+    from refit_verify.report.document import load
+    from refit_verify.report.gate import gate
+    from refit_verify.report.policy import load_policy
+
+    policy = load_policy(args.policy)
+    report = load(args.report)
+    baseline = load(args.baseline) if args.baseline else None
+    res = gate(report, policy, baseline)
+    for w in res.warnings:
+        print(f"warning: {w}")
+    if res.ok:
+        print(f"GATE PASS: {res.checked} figure(s) within {policy.path}" + (" and no regression vs baseline" if baseline else ""))
+        return 0
+    print(f"GATE FAIL: {len(res.failures)} reason(s)")
+    for f in res.failures:
+        print(f"  - {f}")
+    return 1
+
+
+def cmd_presets(args) -> int:
+    from refit_verify.fp8 import PRESETS
+
+    for name, r in PRESETS.items():
+        print(f"{name:32s} {r.source}")
     return 0
+
+
+COMMANDS = {"run": cmd_run, "check": cmd_check, "diff": cmd_diff, "gate": cmd_gate, "presets": cmd_presets}
 
 
 if __name__ == "__main__":

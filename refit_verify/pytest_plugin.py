@@ -1,8 +1,12 @@
-"""pytest plugin: hypothesis profiles and options that point the suites at a user's implementation."""
+"""pytest plugin: hypothesis profiles, options that point the suites at a user's implementation,
+metrics collection into a refit-verify report, and a repro command for every failing test."""
 
 from __future__ import annotations
 
 import os
+import shlex
+
+import pytest
 
 
 def _register_hypothesis_profiles() -> None:
@@ -20,6 +24,10 @@ def _register_hypothesis_profiles() -> None:
 
 _register_hypothesis_profiles()
 
+# options that change what a test does, so they belong in its repro command
+_REPRO_OPTIONS = ("--refit-quantizer", "--refit-quantizer-kwargs", "--refit-against", "--refit-seed",
+                  "--refit-exporter", "--refit-loader")
+
 
 def pytest_addoption(parser):
     group = parser.getgroup("refit-verify")
@@ -28,3 +36,213 @@ def pytest_addoption(parser):
     group.addoption("--refit-quantizer-kwargs", default=None, help="JSON kwargs passed to the quantizer")
     group.addoption("--refit-against", default="vllm_per_block", help="recipe the quantizer must match")
     group.addoption("--refit-seed", default=0, type=int, help="base seed of every random input")
+    group.addoption("--refit-exporter", default=None, help="MODULE:ATTR of a trainer exporter (pipeline suites)")
+    group.addoption("--refit-loader", default=None, help="MODULE:ATTR of an engine loader (pipeline suites)")
+    group.addoption("--refit-report", default=None, metavar="DIR",
+                    help="write report.json/md/html with the metrics recorded through `refit_record`")
+
+
+def hypothesis_profile() -> str:
+    try:
+        from hypothesis import settings
+
+        return settings._current_profile or "default"  # private, but the only way to know the active one
+    except (ImportError, AttributeError):
+        return os.environ.get("HYPOTHESIS_PROFILE", "")
+
+
+def repro_command(config, nodeid: str) -> str:
+    parts = ["python", "-m", "pytest", nodeid, "-p", "no:randomly"]
+    for opt in _REPRO_OPTIONS:
+        value = config.getoption(opt.lstrip("-").replace("-", "_"), default=None)
+        if value is not None and (opt != "--refit-against" or value != "vllm_per_block"):
+            parts += [opt, str(value)]
+    if "--refit-seed" not in parts:
+        parts += ["--refit-seed", str(config.getoption("refit_seed"))]
+    profile = hypothesis_profile()
+    return (f"HYPOTHESIS_PROFILE={profile} " if profile else "") + shlex.join(parts)
+
+
+@pytest.fixture(scope="session")
+def refit_seed(request) -> int:
+    return request.config.getoption("refit_seed")
+
+
+@pytest.fixture(scope="session")
+def refit_recipe(request) -> str:
+    from refit_verify.fp8 import get_recipe
+
+    return get_recipe(request.config.getoption("refit_against")).name
+
+
+@pytest.fixture(scope="session")
+def refit_quantizer(request, refit_recipe):
+    """The user's quantizer (--refit-quantizer), else the reference for --refit-against.
+
+    Always f(w) -> (fp8 data, scale_inv)."""
+    spec = request.config.getoption("refit_quantizer")
+    if spec:
+        from refit_verify.report.userimpl import UserCodeError, load_callable
+
+        try:
+            return load_callable(spec, request.config.getoption("refit_quantizer_kwargs"))
+        except UserCodeError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    from refit_verify.fp8 import quantize
+
+    def reference(w):
+        q = quantize(w, refit_recipe)
+        return q.data, q.scale_inv
+
+    reference.__name__ = f"reference[{refit_recipe}]"
+    return reference
+
+
+@pytest.fixture(scope="session")
+def refit_exporter(request):
+    return _pipeline_hook(request, "refit_exporter")
+
+
+@pytest.fixture(scope="session")
+def refit_loader(request):
+    return _pipeline_hook(request, "refit_loader")
+
+
+def _pipeline_hook(request, opt):
+    spec = request.config.getoption(opt)
+    if not spec:
+        return None
+    from refit_verify.report.userimpl import UserCodeError, load_callable
+
+    try:
+        return load_callable(spec).__wrapped__
+    except UserCodeError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+class _Collector:
+    """Per-test metrics recorded via `refit_record`, turned into one report at session end."""
+
+    def __init__(self, out_dir: str):
+        self.out_dir = out_dir
+        self.tests: dict[str, dict] = {}
+
+    def entry(self, nodeid: str) -> dict:
+        return self.tests.setdefault(nodeid, {"metrics": {}, "figures": [], "outcome": "not run", "reason": ""})
+
+
+_KEY = pytest.StashKey[_Collector]() if hasattr(pytest, "StashKey") else None
+
+
+def pytest_configure(config):
+    out = config.getoption("refit_report", default=None)
+    if out and _KEY is not None and not hasattr(config, "workerinput"):  # xdist: the controller writes
+        config.stash[_KEY] = _Collector(out)
+
+
+@pytest.fixture
+def refit_record(request):
+    """record(metric, value, subject="") -> also gated by `refit-verify gate` when the metric is in the policy.
+
+    Works with or without --refit-report; under xdist the values travel to the controller via user_properties.
+    """
+
+    def record(metric: str, value, subject: str = "") -> None:
+        request.node.user_properties.append(("refit_figure", (metric, float(value), subject)))
+
+    return record
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        rep.sections.append(("refit-verify: reproduce", repro_command(item.config, item.nodeid)))
+
+
+def pytest_runtest_logreport(report):
+    collector = _collector_from(report)
+    if collector is None:
+        return
+    e = collector.entry(report.nodeid)
+    for key, value in getattr(report, "user_properties", []):
+        if key == "refit_figure" and tuple(value) not in {tuple(f) for f in e["figures"]}:
+            e["figures"].append(tuple(value))
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        e["outcome"] = report.outcome
+        if report.outcome != "passed":
+            e["reason"] = _short(report)
+    elif report.when == "teardown" and report.failed:
+        e["outcome"] = "failed"
+        e["reason"] = _short(report)
+
+
+_SESSION_CONFIG = []
+
+
+def _collector_from(report):
+    if not _SESSION_CONFIG or _KEY is None:
+        return None
+    return _SESSION_CONFIG[0].stash.get(_KEY, None)
+
+
+def pytest_sessionstart(session):
+    _SESSION_CONFIG[:] = [session.config]
+
+
+def _short(report) -> str:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2])
+    text = getattr(report, "longreprtext", "") or ""
+    e_lines = [ln[1:].strip() for ln in text.splitlines() if ln.startswith("E ")]
+    if e_lines:
+        return " ".join(e_lines[:3])[:300]
+    lines = text.strip().splitlines()
+    return lines[-1][:300] if lines else ""
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    failed = terminalreporter.stats.get("failed", [])
+    if failed:
+        terminalreporter.section("refit-verify: reproduce failing tests")
+        for rep in failed:
+            terminalreporter.write_line(repro_command(config, rep.nodeid))
+    collector = config.stash.get(_KEY, None) if _KEY is not None else None
+    if collector is not None:
+        path = _write_report(config, collector, exitstatus)
+        terminalreporter.write_line(f"refit-verify report: {path}")
+
+
+def _write_report(config, collector: _Collector, exitstatus) -> str:
+    import sys
+
+    from refit_verify.jobs import JobResult
+    from refit_verify.report import env
+    from refit_verify.report.document import Report, ReportWriter, now_iso
+
+    by_file: dict[str, JobResult] = {}
+    for nodeid, e in sorted(collector.tests.items()):
+        fname = nodeid.split("::", 1)[0]
+        job = by_file.setdefault(fname, JobResult(f"pytest:{fname}", repro=f"python -m pytest {fname}"))
+        job.tables.setdefault("tests", []).append(
+            {"test": nodeid, "outcome": e["outcome"], "reason": e["reason"],
+             **{f"{m}[{s}]" if s else m: v for m, v, s in e["figures"]}})
+        for m, v, s in e["figures"]:
+            job.figure(m, v, f"{nodeid}{'/' + s if s else ''}")
+        if e["outcome"] == "failed":
+            job.fail(nodeid, e["reason"], repro_command(config, nodeid))
+    for job in by_file.values():
+        outcomes = [r["outcome"] for r in job.tables["tests"]]
+        if job.verdict == "pass" and outcomes and all(o == "skipped" for o in outcomes):
+            job.verdict, job.reason = "skipped", "every test skipped"
+        job.metrics = {k: outcomes.count(k) for k in ("passed", "failed", "skipped") if outcomes.count(k)}
+    interrupted = exitstatus in (2, pytest.ExitCode.INTERRUPTED)
+    rep = Report("pytest", now_iso(), "python -m pytest " + shlex.join(sys.argv[1:]) if sys.argv else "pytest",
+                 options={k.lstrip("-"): config.getoption(k.lstrip("-").replace("-", "_"), default=None) for k in _REPRO_OPTIONS},
+                 seeds={"base": config.getoption("refit_seed"), "hypothesis_profile": hypothesis_profile()},
+                 environment=env.collect("cpu"), jobs=list(by_file.values()),
+                 planned_jobs=list(by_file))
+    w = ReportWriter(collector.out_dir, rep)
+    w.finish("incomplete" if interrupted else "complete", f"pytest exit status {int(exitstatus)}" if interrupted else None)
+    return os.path.join(collector.out_dir, "report.html")

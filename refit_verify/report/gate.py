@@ -1,0 +1,95 @@
+"""`gate`: a report against a policy's limits and, optionally, a baseline report."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+from refit_verify.report.policy import Policy, Rule, as_float, violates, warns
+
+
+@dataclass
+class GateResult:
+    failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def _figures(report: dict):
+    for job in report.get("jobs", []):
+        for f in job.get("figures", []):
+            yield job["name"], f["metric"], f.get("subject", ""), as_float(f["value"])
+
+
+def check_status(report: dict, policy: Policy) -> list[str]:
+    out = []
+    if policy.require_complete and report.get("status") != "complete":
+        out.append(f"report is {report.get('status')!r} ({report.get('interrupted') or 'not finished'}); "
+                   f"not run: {', '.join(report.get('not_run', [])) or '-'}")
+    for job in report.get("jobs", []):
+        if job["verdict"] in policy.fail_on_verdicts:
+            out.append(f"job {job['name']} {job['verdict']}: {job.get('reason') or (job.get('failures') or [{}])[0].get('reason', '')}")
+    return out
+
+
+def check_limits(report: dict, policy: Policy, result: GateResult) -> None:
+    for job, metric, subject, value in _figures(report):
+        rule = policy.rules.get(metric)
+        if rule is None:
+            continue
+        result.checked += 1
+        why = violates(value, rule)
+        if why:
+            result.failures.append(f"{job}: {metric} {subject}: {why} ({rule.source})")
+        elif warns(value, rule):
+            result.warnings.append(f"{job}: {metric} {subject}: {warns(value, rule)}")
+
+
+def _worse_by(new: float, old: float, rule: Rule) -> Optional[float]:
+    """How much `new` is worse than `old` beyond the allowed tolerance, or None."""
+    if math.isnan(new) and not math.isnan(old):
+        return math.inf
+    if math.isnan(new) or math.isnan(old) or new == old:
+        return None
+    delta = (new - old) if rule.better == "lower" else (old - new)
+    tol = rule.regress_abs
+    if math.isfinite(old):
+        tol = max(tol, rule.regress_rel * abs(old))
+    return delta if delta > tol else None
+
+
+def find_regressions(report: dict, baseline: dict, policy: Policy) -> list[str]:
+    out = []
+    old = {(j, m, s): v for j, m, s, v in _figures(baseline)}
+    for j, m, s, v in _figures(report):
+        rule = policy.rules.get(m)
+        if rule is None or rule.better is None or (j, m, s) not in old:
+            continue
+        worse = _worse_by(v, old[(j, m, s)], rule)
+        if worse is not None:
+            out.append(f"{j}: {m} {s}: regressed {old[(j, m, s)]:.6g} -> {v:.6g} "
+                       f"(tolerance {max(rule.regress_abs, rule.regress_rel * abs(old[(j, m, s)]) if math.isfinite(old[(j, m, s)]) else rule.regress_abs):g})")
+    old_verdicts = {j["name"]: j["verdict"] for j in baseline.get("jobs", [])}
+    for job in report.get("jobs", []):
+        before = old_verdicts.get(job["name"])
+        if before == "pass" and job["verdict"] == "skipped" and policy.skip_is_regression:
+            out.append(f"job {job['name']} passed in the baseline but is skipped now ({job.get('reason', '')})")
+    missing = set(old_verdicts) - {j["name"] for j in report.get("jobs", [])}
+    for name in sorted(missing):
+        if old_verdicts[name] == "pass":
+            out.append(f"job {name} ran in the baseline but is absent now")
+    return out
+
+
+def gate(report: dict, policy: Policy, baseline: Optional[dict] = None) -> GateResult:
+    res = GateResult()
+    res.failures += check_status(report, policy)
+    check_limits(report, policy, res)
+    if baseline is not None:
+        res.failures += find_regressions(report, baseline, policy)
+    return res

@@ -1,0 +1,98 @@
+"""report.html: one self-contained file (inline CSS, base64 plots), readable offline and in CI artifacts."""
+
+from __future__ import annotations
+
+import json
+import os
+from html import escape
+
+from refit_verify.report.markdown import ICON, fmt_value, worst_figures
+
+CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
+h1{font-size:22px} h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
+table{border-collapse:collapse;margin:8px 0;font-size:13px} td,th{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}
+th{background:#f4f4f4} code,pre{background:#f6f8fa;padding:2px 4px;border-radius:3px;font-size:12px}
+pre{padding:8px;overflow-x:auto;white-space:pre-wrap} .pass{color:#1e8449}.fail,.error{color:#c0392b}.skipped{color:#7f8c8d}
+.banner{background:#fdebd0;border:1px solid #e59866;padding:8px 12px;border-radius:4px}
+img{max-width:100%;border:1px solid #eee;margin:6px 0} details{margin:6px 0} summary{cursor:pointer;color:#2471a3}
+"""
+MAX_ROWS = 200  # per table in the HTML; report.json has every row
+
+
+def _table(rows: list[dict], limit: int = MAX_ROWS) -> str:
+    if not rows:
+        return "<p><i>empty</i></p>"
+    cols: list[str] = []
+    for r in rows[:limit]:
+        cols += [k for k in r if k not in cols and k != "counts"]
+    head = "".join(f"<th>{escape(c)}</th>" for c in cols)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(_cell(r.get(c, '')))}</td>" for c in cols) + "</tr>" for r in rows[:limit]
+    )
+    more = f"<p><i>{len(rows) - limit} more rows in report.json</i></p>" if len(rows) > limit else ""
+    return f"<table><tr>{head}</tr>{body}</table>{more}"
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return fmt_value(v)
+    if isinstance(v, (dict, list)):
+        return json.dumps(v)
+    return str(v)
+
+
+def _verdict(v: str) -> str:
+    # words, not emoji: headless browsers and PDF printers often lack an emoji font
+    return f'<span class="{escape(v)}">{escape(v.upper())}</span>'
+
+
+def render(data: dict, plots: bool = True) -> str:
+    from refit_verify.report.plots import job_plots
+
+    # REFIT_VERIFY_NO_PLOTS=1 / --no-plots: matplotlib costs seconds; tables stay
+    plots = plots and os.environ.get("REFIT_VERIFY_NO_PLOTS", "") in ("", "0")
+
+    p = []
+    verdict = data.get("verdict", "incomplete")
+    p.append(f"<h1>refit-verify {escape(data.get('kind', 'run'))} · {_verdict(verdict)}</h1>")
+    if data.get("status") != "complete":
+        p.append(f'<p class="banner"><b>Incomplete report</b>: {escape(str(data.get("interrupted") or "run did not finish"))}. '
+                 f"Not run: {escape(', '.join(data.get('not_run', [])) or '—')}</p>")
+    p.append(f"<p><code>{escape(data.get('command', ''))}</code><br>run {escape(str(data.get('run_id')))} · "
+             f"{escape(str(data.get('started_at')))} → {escape(str(data.get('finished_at')))} · seeds {escape(json.dumps(data.get('seeds', {})))}</p>")
+    p.append("<h2>Summary</h2><table><tr><th>job</th><th>verdict</th><th>time</th><th>reason / metrics</th></tr>")
+    for job in data.get("jobs", []):
+        summary = job.get("reason") or ", ".join(f"{k}={fmt_value(v)}" for k, v in job.get("metrics", {}).items())
+        p.append(f"<tr><td><a href='#job-{escape(job['name'])}'>{escape(job['name'])}</a></td><td>{_verdict(job['verdict'])}</td>"
+                 f"<td>{job.get('duration_s', 0):.1f}s</td><td>{escape(summary)}</td></tr>")
+    p.append("</table>")
+    figs = worst_figures(data)
+    if figs:
+        p.append("<h3>Gated figures</h3>")
+        p.append(_table([{"figure": m, "min": lo, "max": hi, "subject (min)": wl, "subject (max)": wh, "n": n}
+                         for m, (lo, hi, wl, wh, n) in sorted(figs.items())]))
+    for job in data.get("jobs", []):
+        p.append(f"<h2 id='job-{escape(job['name'])}'>{escape(job['name'])} · {_verdict(job['verdict'])}</h2>")
+        if job.get("reason"):
+            p.append(f"<pre>{escape(job['reason'])}</pre>")
+        p.append(f"<p>Rerun: <code>{escape(job.get('repro', ''))}</code></p>")
+        if job.get("failures"):
+            p.append("<h3>Failures</h3>")
+            p.append(_table([{"case": f["case"], "reason": f["reason"], "reproduce": f.get("repro", "")} for f in job["failures"]]))
+        if job.get("metrics"):
+            p.append(_table([job["metrics"]]))
+        for title, b64 in (job_plots(job) if plots else []):
+            p.append(f"<h3>{escape(title)}</h3>")
+            if b64:
+                p.append(f'<img alt="{escape(title)}" src="data:image/png;base64,{b64}">')
+        for name, rows in job.get("tables", {}).items():
+            p.append(f"<details><summary>table: {escape(name)} ({len(rows)} rows)</summary>{_table(rows)}</details>")
+        if job.get("figures"):
+            p.append(f"<details><summary>figures ({len(job['figures'])})</summary>{_table(job['figures'])}</details>")
+    p.append("<h2>Environment</h2>")
+    p.append(f"<pre>{escape(json.dumps(data.get('environment', {}), indent=1))}</pre>")
+    p.append(f"<h2>Options</h2><pre>{escape(json.dumps(data.get('options', {}), indent=1))}</pre>")
+    title = f"refit-verify {data.get('kind', 'run')} {data.get('run_id', '')} {verdict}"
+    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>\n" + "\n".join(p) + "\n</body></html>\n")

@@ -1,0 +1,74 @@
+"""Load a user's callable from "MODULE:ATTR" where MODULE is a dotted path or path/to/file.py."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from refit_verify.errors import BadInputError
+
+
+class UserCodeError(BadInputError):
+    """Importing or calling the user's code failed; the message says where, without a traceback."""
+
+
+def load_callable(spec: str, kwargs_json: str | None = None):
+    if ":" not in spec:
+        raise UserCodeError(f"{spec!r}: expected MODULE:ATTR (e.g. mypkg.quant:quantize or path/to/q.py:quantize)")
+    mod_part, attr = spec.rsplit(":", 1)
+    # rsplit keeps Windows drive letters (C:\x.py:f) in mod_part
+    try:
+        if mod_part.endswith(".py") or "/" in mod_part or "\\" in mod_part:
+            path = Path(mod_part)
+            if not path.exists():
+                raise UserCodeError(f"{spec}: file {path} not found")
+            name = f"_refit_user_{path.stem}"
+            loader_spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules[name] = module  # dataclasses and pickling look the module up by name
+            sys.path.insert(0, str(path.parent.resolve()))  # sibling imports of the user's file
+            loader_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(mod_part)
+    except UserCodeError:
+        raise
+    except Exception as exc:
+        raise UserCodeError(f"{spec}: importing {mod_part} failed: {type(exc).__name__}: {exc}") from exc
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise UserCodeError(f"{spec}: {mod_part} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise UserCodeError(f"{spec}: {attr} is a {type(obj).__name__}, not a callable")
+    kwargs = parse_kwargs(kwargs_json)
+    return as_pair_fn(obj, kwargs)
+
+
+def parse_kwargs(kwargs_json: str | None) -> dict:
+    if not kwargs_json:
+        return {}
+    try:
+        kw = json.loads(kwargs_json)
+    except json.JSONDecodeError as exc:
+        raise UserCodeError(f"--kwargs is not valid JSON: {exc}") from None
+    if not isinstance(kw, dict):
+        raise UserCodeError(f"--kwargs must be a JSON object, got {type(kw).__name__}")
+    return kw
+
+
+def as_pair_fn(fn, kwargs: dict):
+    """f(w) -> (fp8, scale_inv); also accepts objects with .data/.scale_inv (refit_verify's QuantizedTensor)."""
+
+    def quantizer(w):
+        out = fn(w, **kwargs)
+        if hasattr(out, "data") and hasattr(out, "scale_inv") and not isinstance(out, tuple):
+            return out.data, out.scale_inv
+        return out
+
+    quantizer.__name__ = getattr(fn, "__name__", "quantizer")
+    quantizer.__wrapped__ = fn
+    return quantizer

@@ -1,0 +1,159 @@
+"""`run`: reports written after each job, errors contained, interrupted runs marked incomplete."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from refit_verify.cli import build_parser, main
+from refit_verify.jobs import JobResult, register_job
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@register_job("test_boom", suites=())  # suites=(): only runs when named with --job
+def _boom(ctx):
+    raise ValueError("job bug")
+
+
+@register_job("test_interrupt", suites=())
+def _interrupt(ctx):
+    raise KeyboardInterrupt
+
+
+@register_job("test_gpu_only", suites=(), needs=("cuda",))
+def _gpu(ctx):
+    return JobResult("test_gpu_only")
+
+
+def load(out):
+    return json.loads((Path(out) / "report.json").read_text())
+
+
+def test_run_writes_complete_report_with_plots(tmp_path, monkeypatch):
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    out = tmp_path / "r"
+    assert main(["run", "--job", "cast_semantics", "--job", "model_recipe_drift", "--layers", "1", "--out", str(out), "-q"]) == 0
+    rep = load(out)
+    assert rep["schema"] == "refit-verify/report@1" and rep["status"] == "complete" and rep["verdict"] == "pass"
+    env = rep["environment"]
+    assert env["torch"] and "vllm" in env and env["cast_semantics"]["cpu"]["overflow"] in ("saturate", "nan")
+    assert rep["seeds"] == {"base": 0} and "run --job cast_semantics" in rep["command"]
+    drift = next(j for j in rep["jobs"] if j["name"] == "model_recipe_drift")
+    assert drift["metrics"]["fp8_tensors"] == 7 and drift["tables"]["tensors"]
+    assert all(f["value"] == 0 for f in drift["figures"] if f["metric"].startswith("refit_"))
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3 and html.rstrip().endswith("</html>")
+    assert "| model_recipe_drift |" in (out / "report.md").read_text()
+    assert "refit-verify run" in summary.read_text()
+    assert main(["gate", str(out)]) == 0
+
+
+def test_mismatching_trainer_recipe_fails_with_repro(tmp_path):
+    out = tmp_path / "r"
+    rc = main(["run", "--job", "model_recipe_drift", "--set", "trainer_recipe=nemo_rl", "--layers", "1", "--out", str(out), "-q", "--no-plots"])
+    assert rc == 1
+    job = load(out)["jobs"][0]
+    assert job["verdict"] == "fail" and "mismatch in block" in job["failures"][0]["reason"]
+    assert "--set trainer_recipe=nemo_rl" in job["failures"][0]["repro"]
+    assert main(["gate", str(out)]) == 1
+
+
+def test_job_exception_becomes_error_and_report_is_written(tmp_path):
+    out = tmp_path / "r"
+    assert main(["run", "--job", "test_boom", "--job", "cast_semantics", "--out", str(out), "-q", "--no-plots"]) == 1
+    rep = load(out)
+    assert rep["status"] == "complete"
+    boom = rep["jobs"][0]
+    assert boom["verdict"] == "error" and "ValueError: job bug" in boom["reason"] and "_boom" in boom["reason"]
+    assert rep["jobs"][1]["verdict"] == "pass"
+    assert (out / "report.html").exists()
+
+
+def test_interrupt_leaves_incomplete_report(tmp_path):
+    out = tmp_path / "r"
+    rc = main(["run", "--job", "cast_semantics", "--job", "test_interrupt", "--job", "quantizer_matrix",
+               "--out", str(out), "-q", "--no-plots"])
+    assert rc == 130
+    rep = load(out)
+    assert rep["status"] == "incomplete" and "KeyboardInterrupt" in rep["interrupted"]
+    assert [j["name"] for j in rep["jobs"]] == ["cast_semantics"]
+    assert rep["not_run"] == ["test_interrupt", "quantizer_matrix"]
+    assert "incomplete" in (out / "report.md").read_text().lower()
+
+
+def test_gpu_job_skips_with_reason_on_cpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("has CUDA")
+    out = tmp_path / "r"
+    assert main(["run", "--job", "test_gpu_only", "--out", str(out), "-q", "--no-plots"]) == 0
+    job = load(out)["jobs"][0]
+    assert job["verdict"] == "skipped" and "CUDA" in job["reason"]
+
+
+def test_sigterm_leaves_incomplete_report(tmp_path):
+    mod = tmp_path / "slow_jobs.py"
+    mod.write_text(textwrap.dedent('''
+        import time
+        from refit_verify.jobs import JobResult, register_job
+
+        @register_job("fast", suites=("slowtest",))
+        def fast(ctx):
+            return JobResult("fast")
+
+        @register_job("slow", suites=("slowtest",))
+        def slow(ctx):
+            time.sleep(60)
+            return JobResult("slow")
+    '''))
+    out = tmp_path / "r"
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{tmp_path}", REFIT_VERIFY_JOB_MODULES="slow_jobs")
+    proc = subprocess.Popen([sys.executable, "-m", "refit_verify", "run", "--job", "fast", "--job", "slow",
+                             "--out", str(out), "-q", "--no-plots"], env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if load(out)["jobs"]:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    rep = load(out)
+    assert rep["status"] == "incomplete" and "SIGTERM" in rep["interrupted"]
+    assert [j["name"] for j in rep["jobs"]] == ["fast"] and rep["not_run"] == ["slow"]
+
+
+def test_every_command_has_help(capsys):
+    for cmd in ("run", "check", "diff", "gate"):
+        with pytest.raises(SystemExit) as e:
+            build_parser().parse_args([cmd, "--help"])
+        assert e.value.code == 0
+        assert "usage: refit-verify " + cmd in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cmd,module", [("selftest", "refit_verify.selftest.run"), ("bench", "refit_verify.bench")])
+def test_delegates_say_not_available(cmd, module, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec(module) is not None:
+        pytest.skip(f"{module} present in this build")
+    assert main([cmd, "--help"]) == 2
+    assert "not available in this build" in capsys.readouterr().err
+
+
+def test_cli_startup_is_light():
+    code = "import sys, refit_verify.cli; sys.exit(1 if 'torch' in sys.modules or 'matplotlib' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT))).returncode == 0

@@ -1,0 +1,111 @@
+"""`gate`: limits from the policy, NaN never passes, regressions vs a baseline, incomplete reports."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from refit_verify.cli import main
+from refit_verify.report import SCHEMA
+from refit_verify.report.gate import gate
+from refit_verify.report.policy import load_policy
+
+
+def report(figures, status="complete", verdict="pass", extra_jobs=()):
+    return {
+        "schema": SCHEMA, "kind": "run", "status": status, "interrupted": None, "not_run": [],
+        "jobs": [{"name": "model_recipe_drift", "verdict": verdict, "reason": "",
+                  "figures": [{"metric": m, "value": v, "subject": s} for m, v, s in figures]}, *extra_jobs],
+    }
+
+
+GOOD = [("refit_code_mismatch", 0, "q_proj"), ("sqnr_db", 31.3, "q_proj"), ("calc_diff", 0.0004, "q_proj"),
+        ("gen_kl_error", 0.0009, "prompt0"), ("sqnr_db", "inf", "zeros")]
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return load_policy()
+
+
+def test_default_policy_states_a_source_for_every_threshold(policy):
+    assert {"refit_code_mismatch", "refit_scale_mismatch", "sqnr_db", "calc_diff", "token_mult_prob_error",
+            "gen_kl_error", "rollout_probs_diff_mean", "logits_cosine", "top1_match"} <= set(policy.rules)
+    for rule in policy.rules.values():
+        assert rule.source and (rule.max is not None or rule.min is not None)
+    assert policy.rules["sqnr_db"].min == 28 and policy.rules["refit_code_mismatch"].max == 0
+    assert policy.rules["gen_kl_error"].max == 0.003 and policy.rules["token_mult_prob_error"].max == 1.1
+
+
+def test_within_policy_passes(policy):
+    res = gate(report(GOOD), policy)
+    assert res.ok, res.failures
+    assert res.checked == len(GOOD)
+
+
+@pytest.mark.parametrize("bad", [("refit_code_mismatch", 1, "q_proj"), ("sqnr_db", 27.9, "k_proj"),
+                                 ("calc_diff", 0.0011, "v_proj"), ("token_mult_prob_error", 1.2, "median"),
+                                 ("logits_cosine", 0.9990, "p1")])
+def test_over_policy_fails_naming_metric_and_subject(policy, bad):
+    res = gate(report(GOOD + [bad]), policy)
+    assert not res.ok
+    assert bad[0] in res.failures[0] and bad[2] in res.failures[0]
+
+
+@pytest.mark.parametrize("value", [float("nan"), "nan", "garbage"])
+def test_nan_figure_never_passes(policy, value):
+    assert not gate(report([("sqnr_db", value, "q_proj")]), policy).ok
+    assert not gate(report([("refit_code_mismatch", value, "q_proj")]), policy).ok
+
+
+def test_regression_against_baseline(policy):
+    base = report(GOOD)
+    worse = report([("sqnr_db", 30.0, "q_proj") if f[0] == "sqnr_db" and f[2] == "q_proj" else f for f in GOOD])
+    res = gate(worse, policy, base)  # 31.3 -> 30.0 dB: inside the limit but 1.3 dB worse (> 0.5 allowed)
+    assert not res.ok and "regressed" in res.failures[0]
+    assert gate(report(GOOD), policy, base).ok
+    slight = report([("sqnr_db", 31.0, "q_proj") if f[0] == "sqnr_db" and f[2] == "q_proj" else f for f in GOOD])
+    assert gate(slight, policy, base).ok  # within the 0.5 dB tolerance
+
+
+def test_lost_coverage_is_a_regression(policy):
+    base = report(GOOD, extra_jobs=[{"name": "refit_pipeline", "verdict": "pass", "figures": []}])
+    now = report(GOOD, extra_jobs=[{"name": "refit_pipeline", "verdict": "skipped", "reason": "needs cuda", "figures": []}])
+    assert not gate(now, policy, base).ok
+    assert not gate(report(GOOD), policy, base).ok  # the job vanished
+
+
+def test_incomplete_or_failed_report_fails(policy):
+    assert not gate(report(GOOD, status="incomplete"), policy).ok
+    assert not gate(report(GOOD, verdict="error"), policy).ok
+
+
+def test_policy_typo_is_rejected(tmp_path):
+    p = tmp_path / "p.toml"
+    p.write_text('[metrics.sqnr_db]\nminn = 28\nsource = "x"\n')
+    from refit_verify.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="unknown key"):
+        load_policy(p)
+
+
+def test_gate_cli_exit_codes(tmp_path, capsys):
+    good, bad = tmp_path / "good.json", tmp_path / "bad"
+    good.write_text(json.dumps(report(GOOD)))
+    bad.mkdir()
+    (bad / "report.json").write_text(json.dumps(report(GOOD + [("sqnr_db", 12.0, "o_proj")])))
+    assert main(["gate", str(good)]) == 0
+    assert main(["gate", str(bad)]) == 1
+    assert "o_proj" in capsys.readouterr().out
+    assert main(["gate", str(good), "--baseline", str(bad)]) == 0
+    custom = tmp_path / "policy.json"
+    custom.write_text(json.dumps({"metrics": {"sqnr_db": {"min": 40, "source": "stricter"}}}))
+    assert main(["gate", str(good), "--policy", str(custom)]) == 1
+    (tmp_path / "x.json").write_text("{not json")
+    assert main(["gate", str(tmp_path / "x.json")]) == 2
+    other = copy.deepcopy(report(GOOD))
+    other["schema"] = "something/else"
+    (tmp_path / "o.json").write_text(json.dumps(other))
+    assert main(["gate", str(tmp_path / "o.json")]) == 2
