@@ -52,6 +52,10 @@ def _pretend_online_quant(original):
     return mutated
 
 
+def _no_findings(original):
+    return lambda *a, **k: []
+
+
 MUTANTS = [
     Mutant("act_native_ue8m0_pow", "native activation UE8M0 as torch.pow(2, .) instead of vLLM's torch.exp2: "
            "NaN groups get the other NaN sign (found by this suite)",
@@ -76,6 +80,9 @@ MUTANTS = [
     Mutant("ref_placement_exact", "reference loader's 'vllm' scale placement replaced by the correct rule: "
            "no longer reproduces vLLM's raise (64-row KV) nor its silent mis-scale (3072/192/128)",
            {"refit_verify.refit.placement:place_scale_vllm": _place_exact}, area="conformance"),
+    Mutant("vllm_refit_hides_no_online_quant", "run --engine vllm reports FP8-after against stock vLLM as "
+           "healthy (no finding for the value-cast BF16)",
+           {"refit_verify.engine.vllm_refit:no_online_quant_findings": _no_findings}, area="conformance"),
 ]
 
 # mutant -> conformance files that must kill it (each run stops at the first failure)
@@ -92,4 +99,5 @@ TARGETS = {
     "driver_uint8_value_cast": [_L, _M],
     "assume_vllm_quantizes_on_load": [_M],
     "ref_placement_exact": [_R],
+    "vllm_refit_hides_no_online_quant": [_R],
 }
