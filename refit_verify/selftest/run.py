@@ -75,11 +75,12 @@ def run_one(name: str, suites: list[str], area: str = "", bug_class: str = "", e
 
 
 def run_matrix(suites: list[str], mutants=None, jobs: int = 2, extra: list[str] = ()) -> dict:
+    """`extra` goes to each mutant's pytest (e.g. ["-x"]); the correct-code run always runs in full."""
     from refit_verify.selftest.catalog import all_mutants
 
     chosen = [m for m in all_mutants() if not mutants or m.name in mutants]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        base = pool.submit(run_one, BASELINE, suites, "", "", extra)
+        base = pool.submit(run_one, BASELINE, suites, "", "", [e for e in extra if e != "-x"])
         futures = [pool.submit(run_one, m.name, suites, m.area, m.bug_class, extra) for m in chosen]
         runs = [f.result() for f in futures]
         baseline = base.result()
@@ -118,6 +119,9 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", default="reports/selftest")
     p.add_argument("--list", action="store_true", help="list the mutants and exit")
+    p.add_argument("--first-kill", action="store_true",
+                   help="stop each mutant's run at its first failing check (fast; the matrix then shows one "
+                        "killer per mutant instead of all of them)")
     args = p.parse_args(argv)
     from refit_verify.selftest.catalog import all_mutants
 
@@ -129,7 +133,7 @@ def main(argv=None) -> int:
     if missing:
         print(f"refit-verify selftest: suites not found: {missing} (run from a refit-verify checkout)", file=sys.stderr)
         return 2
-    matrix = run_matrix(args.suites, args.mutant, args.jobs)
+    matrix = run_matrix(args.suites, args.mutant, args.jobs, ["-x"] if args.first_kill else [])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "killmatrix.json.tmp"
