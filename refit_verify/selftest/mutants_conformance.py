@@ -101,3 +101,6 @@ TARGETS = {
     "ref_placement_exact": [_R],
     "vllm_refit_hides_no_online_quant": [_R],
 }
+
+# mutant -> module it needs (the reference pipeline, branch refit): skipped, with the reason, until present
+NEEDS = {"ref_placement_exact": "refit_verify.refit.loader", "vllm_refit_hides_no_online_quant": "refit_verify.refit.run"}

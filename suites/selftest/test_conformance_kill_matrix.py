@@ -8,6 +8,7 @@ first command. Skips where vllm is absent.
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from refit_verify.engine.vllm_cpu import vllm_available
 from refit_verify.selftest.catalog import all_mutants
-from refit_verify.selftest.mutants_conformance import TARGETS
+from refit_verify.selftest.mutants_conformance import NEEDS, TARGETS
 from refit_verify.selftest.run import run_one
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,10 +35,17 @@ def _extra() -> list[str]:
     return extra
 
 
+def _present(module) -> bool:
+    try:
+        return module is None or importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def matrix():
     os.chdir(ROOT)
-    runnable = {n: [t for t in TARGETS[n] if (ROOT / t).exists()] for n in MUTANTS}
+    runnable = {n: [t for t in TARGETS[n] if (ROOT / t).exists()] for n in MUTANTS if _present(NEEDS.get(n))}
     jobs = int(os.environ.get("REFIT_VERIFY_SELFTEST_JOBS", "2"))
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {n: pool.submit(run_one, n, files, MUTANTS[n].area, MUTANTS[n].bug_class, _extra())
@@ -52,7 +60,7 @@ def test_every_conformance_mutant_has_targets():
 @pytest.mark.parametrize("name", sorted(MUTANTS))
 def test_conformance_mutant_is_killed(matrix, name):
     if name not in matrix:
-        pytest.skip(f"{name}: target files not in this checkout yet: {TARGETS[name]}")
+        pytest.skip(f"{name}: needs {NEEDS.get(name) or TARGETS[name]}, not in this checkout yet")
     run = matrix[name]
     assert not run.error or run.killed, run.error
     assert run.killed, f"{name} survives {TARGETS[name]} ({run.n_checks} checks ran)"
