@@ -50,3 +50,47 @@ class Fp8MismatchError(RefitVerifyError, AssertionError):
     def __init__(self, mismatch):
         self.mismatch = mismatch
         super().__init__(mismatch.describe())
+
+
+class TransportError(RefitVerifyError):
+    """The packed transport refused or lost a tensor; names it (and the bucket, where known)."""
+
+    def __init__(self, message: str, tensor: str | None = None, bucket: int | None = None):
+        self.tensor = tensor
+        self.bucket = bucket
+        where = tensor or "<transport>"
+        if bucket is not None:
+            where += f" (bucket {bucket})"
+        super().__init__(f"{where}: {message}")
+
+
+class NonContiguousTensorError(TransportError):
+    """`t.view(torch.uint8).view(-1)` needs a contiguous tensor (REFERENCE.md §3, cropped views)."""
+
+
+class OversizedTensorError(TransportError):
+    """A tensor larger than one bucket cannot be packed."""
+
+
+class LoadError(RefitVerifyError):
+    """The engine-side loader could not place a tensor; names tensor, shard and block rows."""
+
+    def __init__(self, message: str, tensor: str | None = None, shard=None):
+        self.tensor = tensor
+        self.shard = shard
+        where = tensor or "<loader>"
+        if shard is not None:
+            where += f" [shard {shard!r}]"
+        super().__init__(f"{where}: {message}")
+
+
+class ShardPlacementError(LoadError):
+    """vLLM's block-rounded scale placement ran off the end of the fused scale (torch narrow)."""
+
+
+class LoadShapeError(LoadError):
+    """An arrived tensor's shape does not match the engine parameter (or shard) it targets."""
+
+
+class ShapeValidationError(LoadError):
+    """vLLM's create-time check: output partitions except the last must be block multiples."""

@@ -1,0 +1,326 @@
+"""End-to-end differential: both refit paths into two engine stores, compared bitwise and to the source.
+
+FP8-before: the exporter quantizes with `before`, the loader loads pre-quantized tensors.
+FP8-after: the exporter sends BF16, the loader quantizes on load with `after`.
+With a matching recipe pair the two stores must hold the same bytes; where they don't, the result
+says which tensor, which block, how far and (through findings) why. Nothing here raises on a
+hazard: errors become findings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from refit_verify.compare import compare_fp8
+from refit_verify.compare.metrics import error_metrics
+from refit_verify.errors import BadInputError, RefitVerifyError, TransportError
+from refit_verify.fp8 import get_recipe
+from refit_verify.fp8.format import probe_cast_semantics
+from refit_verify.fp8.recipe import Recipe
+from refit_verify.model.config import ModelConfig, load_config
+from refit_verify.model.weights import synthesize_weights
+from refit_verify.refit.exporter import TrainerExporter
+from refit_verify.refit.findings import Finding
+from refit_verify.refit.loader import EngineStore
+from refit_verify.refit.postload import (
+    RequantRecord, post_load_findings, process_weights_after_loading, requant_findings,
+)
+from refit_verify.refit.selection import resolve_selection
+from refit_verify.refit.transport import DEFAULT_ALIGNMENT, InProcessTransport, nbytes_of
+
+MAX_LISTED_BLOCKS = 16
+
+
+@dataclass
+class TensorComparison:
+    tensor: str
+    kind: str  # "fp8" (codes + block scales) | "bf16" | "scale_rows"
+    equal: bool
+    n_code_mismatch: int
+    n_scale_mismatch: int
+    n_elements: int
+    mismatched_blocks: list = field(default_factory=list)  # [[block_row, block_col, n_codes], ...]
+    first_mismatch: Optional[dict] = None
+    ulp_histogram: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = dict(vars(self))
+        d["ulp_histogram"] = {str(k): v for k, v in self.ulp_histogram.items()}
+        return d
+
+
+@dataclass
+class PathResult:
+    path: str  # "before" | "after"
+    trainer_quantizer: str
+    engine_recipe: str
+    completed: bool
+    export: dict
+    transfer: dict
+    findings: list[Finding]
+    error_vs_source: dict  # engine tensor -> {"all": metrics, "shards": {shard_id: metrics}}
+    requant: list[RequantRecord]
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "trainer_quantizer": self.trainer_quantizer, "engine_recipe": self.engine_recipe,
+                "completed": self.completed, "export": self.export, "transfer": self.transfer,
+                "findings": [f.to_dict() for f in self.findings], "error_vs_source": _json_safe(self.error_vs_source),
+                "requant": [r.to_dict() for r in self.requant if r.applied]}
+
+
+@dataclass
+class RefitResult:
+    config: str
+    before: str
+    after: str
+    options: dict
+    cast_semantics: dict
+    paths: dict  # name -> PathResult
+    comparisons: list  # TensorComparison, final engine state of before vs after
+    findings: list  # every Finding, paths and comparison
+    stores: dict = field(default_factory=dict, repr=False)  # path -> EngineStore (not serialised)
+    sent: dict = field(default_factory=dict, repr=False)  # path -> {name: tensor} as exported (not serialised)
+
+    @property
+    def bitwise_equal(self) -> bool:
+        return bool(self.comparisons) and all(c.equal for c in self.comparisons) and \
+            all(p.completed for p in self.paths.values())
+
+    def hazards(self, path: Optional[str] = None) -> set[str]:
+        return {f.hazard for f in self.findings if path is None or f.path == path}
+
+    def findings_of(self, hazard: str, path: Optional[str] = None) -> list[Finding]:
+        return [f for f in self.findings if f.hazard == hazard and (path is None or f.path == path)]
+
+    def to_dict(self) -> dict:
+        return {"config": self.config, "before": self.before, "after": self.after, "options": _json_safe(self.options),
+                "cast_semantics": self.cast_semantics, "bitwise_equal": self.bitwise_equal,
+                "paths": {k: p.to_dict() for k, p in self.paths.items()},
+                "comparisons": [c.to_dict() for c in self.comparisons],
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+def _json_safe(x):
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return repr(x)  # JSON has no inf/nan
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    return str(x)
+
+
+def _quantizer_name(q) -> str:
+    if isinstance(q, (str, Recipe)):
+        return get_recipe(q).name
+    return getattr(q, "__name__", "callable")
+
+
+def run_refit(config, weights: Optional[dict] = None, before="vllm_per_block", after=None, *, seed: int = 0,
+              layers: Optional[int] = None, selection="loader", placement: str = "vllm",
+              detection: str = "metadata", bucket_bytes: Optional[int] = None, alignment: int = DEFAULT_ALIGNMENT,
+              transport: str = "inprocess", ue8m0_requant: bool = False, output_dtype=torch.bfloat16,
+              shape_mismatch_exemption: Optional[bool] = None, paths=("before", "after"),
+              keep_sent: bool = False, full_metrics: bool = False, make_contiguous: bool = True) -> RefitResult:
+    """Run FP8-before and FP8-after for `config` and compare what the engine holds.
+
+    before: the trainer's quantizer (preset name, Recipe, or f(w) -> (fp8, scale_inv)).
+    after: the engine's on-load recipe (default: `before` when it is a recipe, else vllm_per_block).
+    selection: "loader" (robust), "heuristic", an Fp8Selection or a list of HF names.
+    placement: "vllm" (vLLM 0.33's block-rounded rule) or "exact" (per-row scales, see placement.py).
+    detection: "metadata" (later revision) or "per_batch" (first revision).
+    make_contiguous: False reproduces an exporter that sends cropped (non-contiguous) views.
+    full_metrics: whole-tensor error vs source with compare.metrics.error_metrics (slow on big shapes).
+    """
+    cfg = config if isinstance(config, ModelConfig) else load_config(config, layers=layers)
+    if isinstance(config, ModelConfig) and layers is not None:
+        cfg = cfg.with_layers(layers)
+    weights = synthesize_weights(cfg, seed) if weights is None else weights
+    if after is None:
+        after = before if isinstance(before, (str, Recipe)) else "vllm_per_block"
+    after_recipe = get_recipe(after)
+    if bucket_bytes is None:  # large enough for the largest tensor, as a real bucket must be
+        biggest = max(nbytes_of(t.shape, t.dtype) for t in weights.values())
+        bucket_bytes = max(64 << 20, -(-biggest // alignment) * alignment)
+    options = dict(selection=selection if isinstance(selection, str) else repr(selection), placement=placement,
+                   detection=detection, bucket_bytes=bucket_bytes, alignment=alignment, transport=transport,
+                   ue8m0_requant=ue8m0_requant, output_dtype=str(output_dtype), seed=seed,
+                   shape_mismatch_exemption=shape_mismatch_exemption, layers=cfg.num_hidden_layers,
+                   make_contiguous=make_contiguous)
+    result = RefitResult(cfg.name, _quantizer_name(before), after_recipe.name, options, probe_cast_semantics(),
+                         {}, [], [])
+    for path in paths:
+        store = EngineStore(cfg, placement=placement, detection=detection, recipe=after_recipe,
+                            shape_mismatch_exemption=shape_mismatch_exemption, path=path)
+        pr, sent = _run_path(path, cfg, weights, before, store, selection, bucket_bytes, alignment, transport,
+                             ue8m0_requant, output_dtype, keep_sent, full_metrics, make_contiguous)
+        result.paths[path], result.stores[path] = pr, store
+        if keep_sent:
+            result.sent[path] = sent
+        result.findings.extend(pr.findings)
+    if "before" in result.stores and "after" in result.stores:
+        result.comparisons = compare_stores(result.stores["before"], result.stores["after"])
+        for c in result.comparisons:
+            if not c.equal:
+                fm = c.first_mismatch or {}
+                result.findings.append(Finding(
+                    "bitwise_mismatch", c.tensor, f"{c.n_code_mismatch} codes and {c.n_scale_mismatch} scales differ "
+                    f"between FP8-before and FP8-after" + (f"; {fm.get('describe')}" if fm.get("describe") else ""),
+                    block=tuple(fm["block"]) if fm.get("block") is not None else None,
+                    detail={"mismatched_blocks": c.mismatched_blocks}))
+    return result
+
+
+def _run_path(path, cfg, weights, before, store, selection, bucket_bytes, alignment, transport, ue8m0,
+              output_dtype, keep_sent, full_metrics, make_contiguous):
+    findings: list[Finding] = []
+    sent: dict = {}
+    completed = True
+    export_summary, transfer_stats = {}, {}
+    try:
+        sel = resolve_selection(selection, store)
+        exporter = TrainerExporter(weights, path, before, sel, make_contiguous=make_contiguous)
+        export_summary = exporter.summary().to_dict()
+        if path == "before":
+            findings.extend(selection_findings(exporter.fp8_names, store, path))
+        metadata = exporter.metadata()
+        store.begin_refit(metadata)
+        items = _tap(exporter, sent) if keep_sent else exporter
+        if transport == "inprocess":
+            tr = InProcessTransport(bucket_bytes, alignment)
+            try:
+                for batch in tr.transfer(items, metadata):
+                    store.load_weights(batch)
+            finally:
+                transfer_stats = tr.stats.to_dict()
+        elif transport in ("gloo", "nccl"):
+            from refit_verify.refit.distributed import broadcast_transfer
+
+            batches, stats = broadcast_transfer(list(items), metadata, bucket_bytes, alignment, backend=transport)
+            transfer_stats = stats.to_dict()
+            for batch in batches:
+                store.load_weights(batch)
+        else:
+            raise BadInputError(f"unknown transport {transport!r}: inprocess | gloo | nccl")
+    except TransportError as exc:
+        completed = False
+        findings.append(Finding("transport", exc.tensor or "<transport>", str(exc), path=path,
+                                detail={"bucket": exc.bucket}))
+    except RefitVerifyError as exc:
+        completed = False
+        findings.append(Finding("load_failed", getattr(exc, "tensor", None) or "<export>", str(exc), path=path))
+    # Checks see the state as loaded; requantization legitimately rewrites scales afterwards.
+    findings = findings + store.findings + post_load_findings(store)
+    requant = process_weights_after_loading(store, ue8m0, output_dtype)
+    findings += requant_findings(requant, path)
+    pr = PathResult(path, _quantizer_name(before), store.recipe.name, completed, export_summary, transfer_stats,
+                    findings, error_vs_source(store, weights, full_metrics), requant)
+    return pr, sent
+
+
+def _tap(items, sink: dict):
+    for name, t in items:
+        sink[name] = t
+        yield name, t
+
+
+def selection_findings(fp8_names, store: EngineStore, path: str = "") -> list[Finding]:
+    """Trainer and engine must agree on the FP8 set (router/first-layer/ignored-layer traps)."""
+    engine = store.fp8_hf_names()
+    out = []
+    for name in sorted(set(fp8_names) - engine):
+        out.append(Finding("selection_mismatch", name, "trainer quantizes it, the engine keeps it in BF16", path=path))
+    for name in sorted(engine - set(fp8_names)):
+        out.append(Finding("selection_mismatch", name, "the engine keeps it in FP8, the trainer sends it unquantized",
+                           path=path))
+    return out
+
+
+def _row_sums(ref: torch.Tensor, got: torch.Tensor) -> dict:
+    """Per-row sums in one pass, so whole-tensor and per-shard metrics share the work."""
+    ok = torch.isfinite(got)
+    bad = int((~ok).sum())
+    if bad:
+        got = torch.where(ok, got, 0.0)
+    d = got - ref
+    return {"dd": (d * d).sum(1), "rr": (ref * ref).sum(1), "gg": (got * got).sum(1), "rg": (ref * got).sum(1),
+            "max": d.abs().amax(1) if d.shape[1] else torch.zeros(d.shape[0]), "bad": (~ok).sum(1) if bad else None}
+
+
+def _metrics_from_sums(sums: dict, lo: int, hi: int) -> dict:
+    dd, rr, gg, rg = (float(sums[k][lo:hi].double().sum()) for k in ("dd", "rr", "gg", "rg"))
+    rel = math.sqrt(dd / rr) if rr else (0.0 if dd == 0 else math.inf)
+    return {"rel_l2": rel, "sqnr_db": (-20 * math.log10(rel)) if rel > 0 else math.inf,
+            "max_abs": float(sums["max"][lo:hi].max()) if hi > lo else 0.0,
+            "cosine": rg / math.sqrt(rr * gg) if rr and gg else 1.0,
+            "non_finite": int(sums["bad"][lo:hi].sum()) if sums["bad"] is not None else 0}
+
+
+def error_vs_source(store: EngineStore, weights: dict, full: bool = False) -> dict:
+    """Dequantized engine weights against the BF16 source, whole and per shard rows (float32 sums).
+
+    full=True also runs compare.metrics.error_metrics (float64, NaN-aware) on the whole tensor; it
+    costs about a second per 8B-sized linear on CPU.
+    """
+    out = {}
+    for prefix, lin in store.linears.items():
+        names = lin.hf_names()
+        if not all(n in weights for n in names):
+            continue
+        ref = torch.cat([weights[n].float() for n in names], 0)
+        got = lin.dequantized()
+        sums = _row_sums(ref, got)
+        entry = {"all": _metrics_from_sums(sums, 0, ref.shape[0]), "shards": {}}
+        if full:
+            entry["all_full"] = error_metrics(ref, got)
+        if lin.spec.fused:
+            for i, s in enumerate(lin.spec.shards):
+                entry["shards"][str(s.shard_id)] = _metrics_from_sums(sums, lin.offsets[i], lin.offsets[i] + s.rows)
+        out[prefix + ".weight"] = entry
+    return out
+
+
+def compare_stores(a: EngineStore, b: EngineStore) -> list[TensorComparison]:
+    out = []
+    for prefix, la in a.linears.items():
+        lb = b.linears[prefix]
+        if la.fp8:
+            r = compare_fp8(la.weight, la.weight_scale_inv, lb.weight, lb.weight_scale_inv, la.block, prefix + ".weight")
+            blocks = r.block_mismatch_counts
+            listed = [[int(i), int(j), int(blocks[i, j])] for i, j in blocks.nonzero()[:MAX_LISTED_BLOCKS].tolist()] \
+                if blocks.numel() else []
+            fm = r.first_mismatch
+            out.append(TensorComparison(prefix + ".weight", "fp8", r.equal, r.n_code_mismatch, r.n_scale_mismatch,
+                                        r.n_elements, listed,
+                                        dict(fm.to_dict(), describe=fm.describe()) if fm else None,
+                                        dict(r.ulp_histogram)))
+            if la.weight_scale_inv_rows is not None:
+                out.append(_compare_bits(prefix + ".weight_scale_inv_rows", "scale_rows",
+                                         la.weight_scale_inv_rows, lb.weight_scale_inv_rows))
+        else:
+            out.append(_compare_bits(prefix + ".weight", "bf16", la.weight, lb.weight))
+    for name, t in a.plain.items():
+        out.append(_compare_bits(name, "bf16", t, b.plain[name]))
+    return out
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view({1: torch.uint8, 2: torch.int16, 4: torch.int32}[t.element_size()])
+
+
+def _compare_bits(name, kind, a, b) -> TensorComparison:
+    diff = _bits(a) != _bits(b)
+    n = int(diff.sum())
+    first = None
+    if n:
+        idx = [int(v) for v in diff.nonzero()[0]]
+        first = {"index": idx, "a": float(a[tuple(idx)]), "b": float(b[tuple(idx)]),
+                 "describe": f"{name}: first difference at {idx}: {float(a[tuple(idx)])!r} vs {float(b[tuple(idx)])!r}"}
+    return TensorComparison(name, kind, n == 0, n if kind != "scale_rows" else 0, n if kind == "scale_rows" else 0,
+                            a.numel(), [], first)
