@@ -20,7 +20,8 @@ def _import_all_refit_modules():
     import refit_verify
 
     for info in pkgutil.walk_packages(refit_verify.__path__, "refit_verify."):
-        if info.name.startswith(("refit_verify.engine", "refit_verify.cli", "refit_verify.__main__")):
+        # __main__ modules run their CLI on import (refit_verify.bench.__main__ exits pytest)
+        if info.name.startswith(("refit_verify.engine", "refit_verify.cli")) or info.name.endswith(".__main__"):
             continue
         try:
             importlib.import_module(info.name)

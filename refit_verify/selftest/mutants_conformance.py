@@ -31,6 +31,16 @@ def _place_exact(original):
     return mutated
 
 
+def _exact_mode(original):
+    """Every reference EngineLinear built in the correct ("exact", per-row scale) mode, whatever
+    placement was asked for: the reference then no longer reproduces vLLM's mis-scale nor its raise."""
+    func = original.__func__
+
+    def create(cls, prefix, spec, fp8, placement, block=(128, 128)):
+        return func(cls, prefix, spec, fp8, "exact", block)
+    return classmethod(create)
+
+
 def _value_cast_bytes(original):
     return lambda t: t  # uint8 bytes reach the fp8 parameter as numbers: copy_ value-casts them
 
@@ -77,8 +87,11 @@ MUTANTS = [
     Mutant("assume_vllm_quantizes_on_load", "harness assumes vLLM 0.33 quantizes BF16 on load (it value-casts): "
            "FP8-after against real vLLM would look healthy",
            {f"{V}:load_weights_into": _pretend_online_quant}, area="conformance"),
-    Mutant("ref_placement_exact", "reference loader's 'vllm' scale placement replaced by the correct rule: "
+    Mutant("ref_placement_exact", "reference loader swapped to the correct ('exact', per-row) placement mode: "
            "no longer reproduces vLLM's raise (64-row KV) nor its silent mis-scale (3072/192/128)",
+           {"refit_verify.refit.loader:EngineLinear.create": _exact_mode}, area="conformance"),
+    Mutant("ref_placement_no_raise", "reference 'vllm' placement writes blocks by first-row owner instead of "
+           "vLLM's ceil-rounded narrow: same bytes where it loads, but vLLM's raise is not reproduced",
            {"refit_verify.refit.placement:place_scale_vllm": _place_exact}, area="conformance"),
     Mutant("vllm_refit_hides_no_online_quant", "run --engine vllm reports FP8-after against stock vLLM as "
            "healthy (no finding for the value-cast BF16)",
@@ -99,8 +112,9 @@ TARGETS = {
     "driver_uint8_value_cast": [_L, _M],
     "assume_vllm_quantizes_on_load": [_M],
     "ref_placement_exact": [_R],
+    "ref_placement_no_raise": [_R],
     "vllm_refit_hides_no_online_quant": [_R],
 }
 
 # mutant -> module it needs (the reference pipeline, branch refit): skipped, with the reason, until present
-NEEDS = {"ref_placement_exact": "refit_verify.refit.loader", "vllm_refit_hides_no_online_quant": "refit_verify.refit.run"}
+NEEDS = {"ref_placement_exact": "refit_verify.refit.loader", "ref_placement_no_raise": "refit_verify.refit.placement", "vllm_refit_hides_no_online_quant": "refit_verify.refit.run"}
