@@ -24,6 +24,7 @@ JOB_MODULES = [
     "refit_verify.report.builtin_jobs",
     "refit_verify.refit.jobs",  # pipeline jobs (lead registers when refit/ merges)
     "refit_verify.model.jobs",  # logits differential jobs (lead registers when model forward merges)
+    "refit_verify.engine.vllm_jobs",  # real-vLLM jobs (need vllm; vllm itself is imported lazily)
 ]
 
 

@@ -20,6 +20,16 @@ def ue8m0_ceil_float(s: torch.Tensor) -> torch.Tensor:
     return torch.pow(2.0, torch.ceil(torch.log2(s.abs())))
 
 
+def ue8m0_ceil_float_exp2(s: torch.Tensor) -> torch.Tensor:
+    """exp2(ceil(log2(s))): vLLM's native activation UE8M0 (QuantFP8._quantize_group_native).
+
+    Same values as ue8m0_ceil_float on finite input, but a NaN scale keeps another sign bit than
+    torch.pow(2.0, NaN) gives, and that sign reaches the NaN codes (0x7f vs 0xff): found by the
+    real-vLLM conformance suite.
+    """
+    return torch.exp2(torch.ceil(torch.log2(s)))
+
+
 def ue8m0_ceil_bits(s: torch.Tensor) -> torch.Tensor:
     """DeepGEMM's bit rule: keep the exponent, add one if any mantissa bit is set, clamp [1, 254]."""
     bits = s.abs().float().view(torch.int32)

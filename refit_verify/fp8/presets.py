@@ -69,10 +69,12 @@ VLLM_ACT_GROUP = Recipe(
     source="vLLM per-token-group activation quant (Triton/CUDA kernels)",
 )
 VLLM_ACT_GROUP_UE8M0 = VLLM_ACT_GROUP.replace(name="vllm_act_group_ue8m0", pow2="float_ceil")
+# The native path zero-pads K up to a whole group and crops the codes back (F.pad then slice), where
+# the Triton/CUDA kernels need K to divide: found by the real-vLLM conformance suite.
 VLLM_ACT_GROUP_NATIVE = Recipe(
     name="vllm_act_group_native",
     block=(1, 128),
-    padding="none",
+    padding="zero",
     amax_floor=None,
     scale_form="descale",
     scale_min=1.0 / (448.0 * 512.0),
@@ -81,7 +83,7 @@ VLLM_ACT_GROUP_NATIVE = Recipe(
     source="vLLM QuantFP8 native torch path, per-token groups",
 )
 VLLM_ACT_GROUP_NATIVE_UE8M0 = VLLM_ACT_GROUP_NATIVE.replace(
-    name="vllm_act_group_native_ue8m0", pow2="float_ceil"
+    name="vllm_act_group_native_ue8m0", pow2="float_ceil_exp2"
 )
 
 PRESETS: dict[str, Recipe] = {

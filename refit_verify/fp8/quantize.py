@@ -81,6 +81,8 @@ def _scales(amax: torch.Tensor, r: Recipe) -> tuple[torch.Tensor, torch.Tensor]:
             sf = sf.clamp(min=r.scale_min)
         if r.pow2 == "float_ceil":
             sf = fmt.ue8m0_ceil_float(sf)
+        elif r.pow2 == "float_ceil_exp2":
+            sf = fmt.ue8m0_ceil_float_exp2(sf)
         elif r.pow2 == "bits_ceil":
             sf = fmt.ue8m0_ceil_bits(sf)
         elif r.pow2 == "nemo_e8m0":

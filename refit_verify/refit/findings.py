@@ -29,6 +29,9 @@ HAZARDS = {
     "requant_drift": "process_weights_after_loading changed the dequantized values that were sent",
     "requant_rebytes": "requantization changed bytes but not values",
     "bitwise_mismatch": "FP8-before and FP8-after left different engine bytes",
+    # the real engine (refit_verify.engine.vllm_refit): vLLM 0.33 block FP8 has no online quantization
+    "engine_no_online_quant": "the engine value-cast BF16 into an FP8 parameter without quantizing it and kept "
+                              "the old scale: FP8-after needs a quantizing loader",
 }
 
 
