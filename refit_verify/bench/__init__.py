@@ -169,7 +169,7 @@ def bench_verify(models) -> list:
 
 def render_md(res: dict) -> str:
     d = res["device"]
-    lines = [f"# refit-verify bench", "", f"- card: **{d['card']}** x{d['n_gpus']} ({d['sms']} SMs), torch {d['torch']}, "
+    lines = ["# refit-verify bench", "", f"- card: **{d['card']}** x{d['n_gpus']} ({d['sms']} SMs), torch {d['torch']}, "
              f"CUDA {d['cuda']}, triton {d['triton']}", f"- command: `{res['command']}`",
              f"- cast semantics: overflow {d['cast']['overflow']}, inf {d['cast']['inf']}; kernel device facts {d['kernel_device_facts']}"]
     if "copy" in res:

@@ -25,7 +25,7 @@ from typing import Optional
 
 import torch
 
-from refit_verify.fp8 import get_recipe, quantize
+from refit_verify.fp8 import quantize
 
 SCALE_SUFFIX = "_scale_inv"
 ENGINE = "vllm"
@@ -154,8 +154,6 @@ def run_refit_vllm(config, weights: Optional[dict] = None, before="vllm_per_bloc
     """
     from refit_verify.engine import vllm_cpu
     from refit_verify.fp8.format import probe_cast_semantics
-    from refit_verify.fp8.recipe import Recipe
-    from refit_verify.model.config import ModelConfig, load_config
     from refit_verify.model.weights import synthesize_weights
     from refit_verify.refit import run as R
     from refit_verify.refit.exporter import TrainerExporter
@@ -163,23 +161,16 @@ def run_refit_vllm(config, weights: Optional[dict] = None, before="vllm_per_bloc
     from refit_verify.refit.loader import EngineStore
     from refit_verify.refit.postload import post_load_findings
     from refit_verify.refit.selection import resolve_selection
-    from refit_verify.refit.transport import DEFAULT_ALIGNMENT, InProcessTransport, nbytes_of
+    from refit_verify.refit.transport import DEFAULT_ALIGNMENT, InProcessTransport
 
     ok, why = vllm_cpu.vllm_available()
     if not ok:
         raise RuntimeError(f"--engine vllm needs vllm=={vllm_cpu.SUPPORTED_VLLM}: {why}")
     vllm_cpu.init_cpu_vllm()
-    cfg = config if isinstance(config, ModelConfig) else load_config(config, layers=layers)
-    if isinstance(config, ModelConfig) and layers is not None:
-        cfg = cfg.with_layers(layers)
-    weights = synthesize_weights(cfg, seed) if weights is None else weights
-    if after is None:
-        after = before if isinstance(before, (str, Recipe)) else "vllm_per_block"
-    after_recipe = get_recipe(after)
     alignment = alignment or DEFAULT_ALIGNMENT
-    if bucket_bytes is None:
-        biggest = max(nbytes_of(t.shape, t.dtype) for t in weights.values())
-        bucket_bytes = max(64 << 20, -(-biggest // alignment) * alignment)
+    cfg, weights, after_recipe, bucket_bytes = R.resolve_refit_inputs(config, weights, before, after, seed=seed,
+                                                                     layers=layers, bucket_bytes=bucket_bytes,
+                                                                     alignment=alignment)
     initial_seed = seed + 1 if initial_seed is None else initial_seed
     initial = synthesize_weights(cfg, initial_seed)
     options = dict(engine=ENGINE, vllm=why, selection=selection if isinstance(selection, str) else repr(selection),

@@ -122,6 +122,24 @@ def _quantizer_name(q) -> str:
     return getattr(q, "__name__", "callable")
 
 
+def resolve_refit_inputs(config, weights, before, after, *, seed: int, layers, bucket_bytes, alignment):
+    """(cfg, weights, engine recipe, bucket size) from run arguments; shared by every engine mode.
+
+    The engine recipe defaults to the trainer's when that is a recipe (a user callable has none),
+    and the bucket defaults to one large enough for the largest tensor, as a real bucket must be.
+    """
+    cfg = config if isinstance(config, ModelConfig) else load_config(config, layers=layers)
+    if isinstance(config, ModelConfig) and layers is not None:
+        cfg = cfg.with_layers(layers)
+    weights = synthesize_weights(cfg, seed) if weights is None else weights
+    if after is None:
+        after = before if isinstance(before, (str, Recipe)) else "vllm_per_block"
+    if bucket_bytes is None:
+        biggest = max(nbytes_of(t.shape, t.dtype) for t in weights.values())
+        bucket_bytes = max(64 << 20, -(-biggest // alignment) * alignment)
+    return cfg, weights, get_recipe(after), bucket_bytes
+
+
 def run_refit(config, weights: Optional[dict] = None, before="vllm_per_block", after=None, *, seed: int = 0,
               layers: Optional[int] = None, selection="loader", placement: str = "vllm",
               detection: str = "metadata", bucket_bytes: Optional[int] = None, alignment: int = DEFAULT_ALIGNMENT,
@@ -138,16 +156,9 @@ def run_refit(config, weights: Optional[dict] = None, before="vllm_per_block", a
     make_contiguous: False reproduces an exporter that sends cropped (non-contiguous) views.
     full_metrics: whole-tensor error vs source with compare.metrics.error_metrics (slow on big shapes).
     """
-    cfg = config if isinstance(config, ModelConfig) else load_config(config, layers=layers)
-    if isinstance(config, ModelConfig) and layers is not None:
-        cfg = cfg.with_layers(layers)
-    weights = synthesize_weights(cfg, seed) if weights is None else weights
-    if after is None:
-        after = before if isinstance(before, (str, Recipe)) else "vllm_per_block"
-    after_recipe = get_recipe(after)
-    if bucket_bytes is None:  # large enough for the largest tensor, as a real bucket must be
-        biggest = max(nbytes_of(t.shape, t.dtype) for t in weights.values())
-        bucket_bytes = max(64 << 20, -(-biggest // alignment) * alignment)
+    cfg, weights, after_recipe, bucket_bytes = resolve_refit_inputs(config, weights, before, after, seed=seed,
+                                                                     layers=layers, bucket_bytes=bucket_bytes,
+                                                                     alignment=alignment)
     options = dict(selection=selection if isinstance(selection, str) else repr(selection), placement=placement,
                    detection=detection, bucket_bytes=bucket_bytes, alignment=alignment, transport=transport,
                    ue8m0_requant=ue8m0_requant, output_dtype=str(output_dtype), seed=seed,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import torch
 
 from refit_verify.model import load_config, synthesize_weights
 from refit_verify.refit import checks

@@ -6,7 +6,7 @@ import json
 import os
 from html import escape
 
-from refit_verify.report.markdown import ICON, fmt_value, worst_figures
+from refit_verify.report.markdown import fmt_value, worst_figures
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}

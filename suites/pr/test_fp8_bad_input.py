@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from refit_verify.errors import BadInputError, RecipeFailure
-from refit_verify.fp8 import PRESETS, Recipe, WEIGHT_PRESETS, quantize
+from refit_verify.fp8 import Recipe, WEIGHT_PRESETS, quantize
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -26,7 +26,7 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from refit_verify.fp8.kernels.spec import (
-    BITS_448, BITS_464, E4M3_MAX, FP32_MAX, RECIP_E4M3_MAX, device_semantics, kernel_spec,
+    BITS_448, BITS_464, FP32_MAX, RECIP_E4M3_MAX, device_semantics, kernel_spec,
 )
 from refit_verify.fp8.presets import get_recipe
 from refit_verify.fp8.quantize import QuantizedTensor, quantize, validate_input
