@@ -30,6 +30,7 @@ class MutantRun:
     killed_by: list[str] = field(default_factory=list)
     messages: dict = field(default_factory=dict)  # check -> first line of its failure
     n_checks: int = 0
+    checks: list[str] = field(default_factory=list)  # every check that ran (kept for the correct-code run)
     seconds: float = 0.0
     error: str = ""
 
@@ -38,11 +39,12 @@ class MutantRun:
         return bool(self.killed_by)
 
 
-def _parse_junit(path: Path) -> tuple[int, dict]:
+def _parse_junit(path: Path) -> tuple[list[str], dict]:
     root = ET.parse(path).getroot()
-    failed, total = {}, 0
+    failed, ran = {}, []
     for case in root.iter("testcase"):
-        total += 1
+        if case.find("skipped") is None:
+            ran.append(f"{case.get('classname')}::{case.get('name')}")
         bad = case.find("failure")
         if bad is None:
             bad = case.find("error")
@@ -50,7 +52,7 @@ def _parse_junit(path: Path) -> tuple[int, dict]:
             test_id = f"{case.get('classname')}::{case.get('name')}"
             text = (bad.get("message") or bad.text or "").strip().splitlines()
             failed[test_id] = text[0][:300] if text else ""
-    return total, failed
+    return ran, failed
 
 
 def run_one(name: str, suites: list[str], area: str = "", bug_class: str = "", extra: list[str] = ()) -> MutantRun:
@@ -66,7 +68,10 @@ def run_one(name: str, suites: list[str], area: str = "", bug_class: str = "", e
         if not junit.exists():
             run.error = (proc.stdout + proc.stderr).strip().splitlines()[-1:] and (proc.stdout + proc.stderr)[-800:]
             return run
-        run.n_checks, failed = _parse_junit(junit)
+        ran, failed = _parse_junit(junit)
+        run.n_checks = len(ran)
+        if name == BASELINE:
+            run.checks = ran
         run.killed_by = sorted(failed)
         run.messages = failed
         if proc.returncode not in (0, 1):
@@ -95,11 +100,15 @@ def run_matrix(suites: list[str], mutants=None, jobs: int = 2, extra: list[str] 
     return {
         "schema": "refit-verify/killmatrix@1",
         "suites": suites,
+        "pytest_args": list(extra),
         "baseline": asdict(baseline),
         "mutants": [asdict(r) | {"killed": r.killed} for r in runs],
         "survivors": [r.mutant for r in runs if not r.killed],
         "not_run_here": not_here,  # killed by the nightly (cuda) or conformance (vllm) runs instead
         "baseline_failures": baseline.killed_by,
+        # checks no mutant made fail: each is a check not yet shown able to fail (full mode only;
+        # with --first-kill most checks never run under a mutant)
+        "checks_never_failed": sorted(set(baseline.checks) - {t for r in runs for t in r.killed_by}),
         "ok": bool(runs) and all(r.killed for r in runs) and not baseline.killed_by and not baseline.error,
     }
 
@@ -115,6 +124,9 @@ def to_markdown(matrix: dict) -> str:
     lines.append("")
     lines.append(f"Correct code: {b['n_checks'] - len(b['killed_by'])}/{b['n_checks']} checks pass. "
                  f"Mutants killed: {sum(m['killed'] for m in matrix['mutants'])}/{len(matrix['mutants'])}.")
+    if "-x" not in matrix.get("pytest_args", []):
+        lines.append(f"Checks no mutant made fail: {len(matrix['checks_never_failed'])} of {len(b['checks'])} "
+                     "(listed in killmatrix.json).")
     if matrix.get("not_run_here"):
         lines.append("Not run here: " + ", ".join(f"{k} ({v})" for k, v in matrix["not_run_here"].items()))
     if matrix["survivors"]:
