@@ -100,7 +100,7 @@ def main(argv=None) -> int:
         return 130
     except BaseException as exc:
         from refit_verify.errors import RefitVerifyError
-        from refit_verify.report.runner import Terminated
+        from refit_verify.jobs.runner import Terminated
 
         if isinstance(exc, Terminated):
             _err("terminated")
@@ -177,7 +177,7 @@ def cmd_run(args) -> int:
     from refit_verify.report import env
     from refit_verify.report.document import Report, ReportWriter
     from refit_verify.report.progress import Progress
-    from refit_verify.report.runner import run_jobs
+    from refit_verify.jobs.runner import run_jobs
 
     run_id, default_out = _default_out()
     out = args.out or default_out
@@ -227,7 +227,7 @@ def cmd_check(args) -> int:
         cases = [c for c in cases if c.name in args.case]
     from refit_verify.check import check_quantizer
     from refit_verify.fp8 import get_recipe
-    from refit_verify.report.userimpl import load_callable
+    from refit_verify.usercode import load_callable
 
     recipe = get_recipe(args.against)  # unknown recipe -> BadInputError -> exit 2 with the preset list
     fn = load_callable(args.quantizer, args.kwargs)
@@ -260,7 +260,7 @@ def _check_exporter(args) -> int:
     from refit_verify.fp8 import get_recipe
     from refit_verify.model import load_config, synthesize_weights
     from refit_verify.refit.usercheck import check_exporter
-    from refit_verify.report.userimpl import load_callable
+    from refit_verify.usercode import load_callable
 
     recipe = get_recipe(args.against)
     cfg = load_config(args.config)
@@ -269,7 +269,7 @@ def _check_exporter(args) -> int:
     repro = shlex.join([PROG, "check", "--exporter", args.exporter] + (["--kwargs", args.kwargs] if args.kwargs else [])
                        + ["--against", recipe.name, "--config", cfg.name, "--seed", str(args.seed)])
     if args.out:
-        from refit_verify.jobs import JobResult
+        from refit_verify.results import JobResult
         from refit_verify.report import env
         from refit_verify.report.document import Report, ReportWriter
 
@@ -299,7 +299,7 @@ def _check_exporter(args) -> int:
 
 
 def _write_check_report(args, result) -> None:
-    from refit_verify.jobs import JobResult
+    from refit_verify.results import JobResult
     from refit_verify.report import env
     from refit_verify.report.document import Report, ReportWriter
 
@@ -320,10 +320,10 @@ def cmd_diff(args) -> int:
     import shlex
 
     from refit_verify.report import env
-    from refit_verify.report.diff import diff_state_dicts
+    from refit_verify.compare.diff import diff_state_dicts
     from refit_verify.report.document import Report, ReportWriter
     from refit_verify.report.progress import Progress
-    from refit_verify.report.statedict import open_state_dict
+    from refit_verify.compare.statedict import open_state_dict
 
     a, b = open_state_dict(args.a), open_state_dict(args.b)  # a path that is not there at all: exit 2
     source = open_state_dict(args.source) if args.source else None

@@ -82,7 +82,7 @@ def refit_quantizer(request, refit_recipe):
     Always f(w) -> (fp8 data, scale_inv)."""
     spec = request.config.getoption("refit_quantizer")
     if spec:
-        from refit_verify.report.userimpl import UserCodeError, load_callable
+        from refit_verify.usercode import UserCodeError, load_callable
 
         try:
             return load_callable(spec, request.config.getoption("refit_quantizer_kwargs"))
@@ -112,7 +112,7 @@ def _pipeline_hook(request, opt):
     spec = request.config.getoption(opt)
     if not spec:
         return None
-    from refit_verify.report.userimpl import UserCodeError, load_callable
+    from refit_verify.usercode import UserCodeError, load_callable
 
     try:
         return load_callable(spec).__wrapped__
@@ -217,7 +217,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 def _write_report(config, collector: _Collector, exitstatus) -> str:
     import sys
 
-    from refit_verify.jobs import JobResult
+    from refit_verify.results import JobResult
     from refit_verify.report import env
     from refit_verify.report.document import Report, ReportWriter, now_iso
 

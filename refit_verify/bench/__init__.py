@@ -133,7 +133,7 @@ def bench_verify(models) -> list:
     import torch
 
     from refit_verify.model import load_config
-    from refit_verify.verify_stream import iter_device_weights, make_quantizer, verify_stream
+    from refit_verify.compare.stream import iter_device_weights, make_quantizer, verify_stream
 
     out = []
     pairs = [("triton:nemo_rl vs triton:nemo_rl (FP8-before vs FP8-after, matching)",

@@ -65,7 +65,7 @@ def _worker(rank, world, port, cfg_name, layers, recipe_trainer, recipe_loader, 
     from refit_verify.fp8.kernels import quantize_triton
     from refit_verify.fp8.quantize import quantize
     from refit_verify.model import load_config
-    from refit_verify.verify_stream import default_is_fp8, synth_device_tensor
+    from refit_verify.compare.stream import default_is_fp8, synth_device_tensor
 
     torch.cuda.set_device(rank)
     dev = torch.device("cuda", rank)

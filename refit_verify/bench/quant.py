@@ -9,7 +9,7 @@ import torch
 
 from refit_verify.fp8.quantize import quantize
 from refit_verify.bench.timing import time_cuda
-from refit_verify.verify_stream import synth_device_tensor
+from refit_verify.compare.stream import synth_device_tensor
 
 LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

@@ -59,12 +59,12 @@ def _nan_dropping_amax(orig):
 
 MUTANTS = [
     Mutant("verifier_compares_fp8_as_float", "fp8 compared as floats hides -0/+0 (ARCHITECTURE: compare bytes)",
-           {"refit_verify.verify_stream:code_bytes": _float_equal_codes}, area="verifier"),
+           {"refit_verify.compare.stream:code_bytes": _float_equal_codes}, area="verifier"),
     Mutant("verifier_ignores_scales", "scale_inv not compared: 1-ulp scale differences pass (REFERENCE §3 nemo vs vllm)",
-           {"refit_verify.verify_stream:scale_bits": lambda o: (lambda s: torch.zeros(s.shape, dtype=torch.int32, device=s.device))},
+           {"refit_verify.compare.stream:scale_bits": lambda o: (lambda s: torch.zeros(s.shape, dtype=torch.int32, device=s.device))},
            area="verifier"),
     Mutant("verifier_skips_last_tensor", "off-by-one in the stream: the last tensor (lm_head side) never checked",
-           {"refit_verify.verify_stream:verify_stream": _skip_last}, area="verifier"),
+           {"refit_verify.compare.stream:verify_stream": _skip_last}, area="verifier"),
     Mutant("kernel_assumes_true_division", "CUDA torch computes a/448 as a*(1/448); assuming division breaks parity",
            {"refit_verify.fp8.kernels.spec:device_semantics": _flip("div_recip")}, area="fp8"),
     Mutant("kernel_wrong_cast_overflow_rule", "torch 2.11 casts >=464 to NaN, 2.13 CPU saturates (REFERENCE §3)",

@@ -50,15 +50,15 @@ def _names_only(original):
 MUTANTS = [
     Mutant("pipeline_job_self_compare", "refit_pipeline compares the FP8-before store with itself: every "
            "per-tensor row and heatmap shows zero drift whatever the engine got",
-           {"refit_verify.refit.jobs:store_bitwise": _self_compare}, area="jobs"),
+           {"refit_verify.jobs.refit:store_bitwise": _self_compare}, area="jobs"),
     Mutant("hazards_job_never_checks", "refit_hazards lists findings but never checks the expected hazards "
            "were detected (a loader that stops reporting misplaced scales stays green)",
-           {"refit_verify.refit.jobs:hazard_mismatch": _no_hazard_check}, area="jobs"),
+           {"refit_verify.jobs.refit:hazard_mismatch": _no_hazard_check}, area="jobs"),
     Mutant("logits_same_engine", "logits_drift builds both FP8 models from the FP8-before engine: "
-           "before-vs-after parity can never fail", {"refit_verify.model.jobs:engine_params": _same_engine},
+           "before-vs-after parity can never fail", {"refit_verify.jobs.model:engine_params": _same_engine},
            area="jobs"),
     Mutant("dump_without_scales", "engine dump for `diff` omits weight_scale_inv (scales never compared)",
-           {"refit_verify.refit.jobs:dump_fp8_store": _dump_without_scales}, area="jobs"),
+           {"refit_verify.jobs.refit:dump_fp8_store": _dump_without_scales}, area="jobs"),
     Mutant("exporter_check_names_only", "check --exporter compares names, shapes and dtypes, not bytes",
            {"refit_verify.refit.usercheck:_compare": _names_only}, area="jobs"),
 ]

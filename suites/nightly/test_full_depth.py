@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from refit_verify.model import load_config
-from refit_verify.verify_stream import iter_device_weights, make_quantizer, verify_stream
+from refit_verify.compare.stream import iter_device_weights, make_quantizer, verify_stream
 
 pytestmark = pytest.mark.triton
 

@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 
 from refit_verify.cli import main
 from refit_verify.jobs import JobContext
-from refit_verify.model import jobs as mjobs
-from refit_verify.refit import jobs as rjobs
+from refit_verify.jobs import model as mjobs
+from refit_verify.jobs import refit as rjobs
 from refit_verify.selftest.mutants_jobs import MUTANTS
 
 ZERO_CTX = dict(config="tiny-llama", layers=1)

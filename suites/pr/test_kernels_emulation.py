@@ -15,7 +15,7 @@ from refit_verify.compare import compare_fp8
 from refit_verify.fp8.kernels import SUPPORTED_RECIPES, device_semantics, kernel_spec, quantize_emulated
 from refit_verify.fp8.kernels.emulate import cast_e4m3_codes
 from refit_verify.fp8.quantize import QuantizedTensor, quantize
-from refit_verify.verify_stream import make_quantizer, verify_stream
+from refit_verify.compare.stream import make_quantizer, verify_stream
 
 
 def _cases():

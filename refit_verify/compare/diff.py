@@ -17,9 +17,9 @@ from refit_verify.compare.bitwise import compare_fp8
 from refit_verify.compare.metrics import error_metrics
 from refit_verify.fp8 import dequantize
 from refit_verify.fp8.format import FP32_FILL
-from refit_verify.jobs import JobResult
-from refit_verify.report.statedict import FP8_DTYPES, StateDict
-from refit_verify.report.tensors import heatmap_rows, scale_ulp_counts, scale_ulp_rows, tensor_row
+from refit_verify.results import JobResult
+from refit_verify.compare.statedict import FP8_DTYPES, StateDict
+from refit_verify.compare.tensors import heatmap_rows, scale_ulp_counts, scale_ulp_rows, tensor_row
 
 SCALE_SUFFIX = "_scale_inv"
 BLOCK = (128, 128)

@@ -1,7 +1,7 @@
 """Jobs that need neither the pipeline nor the model forward.
 
 - quantizer_matrix: every weight preset vs the engine recipe on the seeded case set.
-(FP8-before vs FP8-after on the model, with what-if rows per preset: refit_verify.refit.jobs.refit_pipeline.)
+(FP8-before vs FP8-after on the model, with what-if rows per preset: refit_verify.jobs.refit.refit_pipeline.)
 - cast_semantics: how this torch casts out-of-range values to e4m3 (changed across releases).
 - cuda_parity: same recipe on CPU and CUDA, bytes compared (REFERENCE §3: not to be assumed).
 """

@@ -88,7 +88,7 @@ def refit_pipeline(ctx: JobContext) -> JobResult:
     """FP8-before vs FP8-after through exporter, transport and loader; engine bytes compared per block."""
     from refit_verify.fp8 import WEIGHT_PRESETS
     from refit_verify.refit.run import run_refit
-    from refit_verify.report.tensors import heatmap_rows, scale_ulp_counts, scale_ulp_rows, tensor_row
+    from refit_verify.compare.tensors import heatmap_rows, scale_ulp_counts, scale_ulp_rows, tensor_row
 
     trainer = ctx.options.get("trainer_recipe", "vllm_per_block")
     engine = ctx.options.get("engine_recipe", "vllm_per_block")

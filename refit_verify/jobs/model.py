@@ -58,7 +58,7 @@ def logits_drift(ctx: JobContext) -> JobResult:
     """BF16 vs FP8-before vs FP8-after engines: logits, KL, token probabilities, greedy tokens."""
     from refit_verify.model.llama import LlamaModel
     from refit_verify.model.logits import compare_logits, differential, make_prompts
-    from refit_verify.refit.jobs import model_source
+    from refit_verify.jobs.refit import model_source
     from refit_verify.refit.run import run_refit
 
     res = JobResult("logits_drift")

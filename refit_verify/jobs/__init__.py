@@ -1,9 +1,8 @@
 """Job registry: the units `refit-verify run` executes and reports on.
 
 A job is `fn(ctx: JobContext) -> JobResult`, registered with `@register_job`. Modules holding jobs
-are imported lazily (JOB_MODULES), so the CLI starts fast and a module that is not merged yet
-(the pipeline, the logits differential) simply contributes no jobs. A module that exists but fails
-to import is *not* silent: it becomes an "error" job naming the import failure.
+are imported lazily (JOB_MODULES), so the CLI starts fast. A module that fails to import is *not*
+silent: it becomes an "error" job naming the import failure.
 """
 
 from __future__ import annotations
@@ -16,89 +15,16 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-VERDICTS = ("pass", "fail", "error", "skipped")
+from refit_verify.results import VERDICTS, Failure, Figure, JobResult  # noqa: F401 (re-exported)
 
 # Modules imported to populate the registry. Add yours here (or call register_job from anywhere
 # imported before `run`). Missing modules are skipped; modules that raise on import become errors.
 JOB_MODULES = [
-    "refit_verify.report.builtin_jobs",
-    "refit_verify.refit.jobs",  # pipeline jobs (lead registers when refit/ merges)
-    "refit_verify.model.jobs",  # logits differential jobs (lead registers when model forward merges)
-    "refit_verify.engine.vllm_jobs",  # real-vLLM jobs (need vllm; vllm itself is imported lazily)
+    "refit_verify.jobs.builtin",
+    "refit_verify.jobs.refit",  # the refit pipeline and its hazards
+    "refit_verify.jobs.model",  # logits differential
+    "refit_verify.jobs.vllm",  # real-vLLM jobs (need vllm; vllm itself is imported lazily)
 ]
-
-
-@dataclass
-class Failure:
-    case: str
-    reason: str
-    repro: str = ""  # a shell command that reproduces this failure alone
-
-    def to_dict(self) -> dict:
-        return {"case": self.case, "reason": self.reason, "repro": self.repro}
-
-
-@dataclass
-class Figure:
-    """One gateable number. `metric` uses the policy vocabulary (data/policy.toml)."""
-
-    metric: str
-    value: float
-    subject: str = ""  # what was measured: tensor, case, preset/case ...
-
-    def to_dict(self) -> dict:
-        return {"metric": self.metric, "value": _json_number(self.value), "subject": self.subject}
-
-
-@dataclass
-class JobResult:
-    name: str
-    verdict: str = "pass"
-    reason: str = ""
-    metrics: dict = field(default_factory=dict)  # summary numbers, shown in the report
-    figures: list[Figure] = field(default_factory=list)  # gated against the policy / baseline
-    # Named row lists. Known names get plots: "tensors" (tensor, code_mismatch_rate, sqnr_db),
-    # "block_mismatch" (tensor, counts [[..]]), "scale_ulp" (ulp_diff, count), "logits_kl" (position, kl).
-    tables: dict[str, list[dict]] = field(default_factory=dict)
-    failures: list[Failure] = field(default_factory=list)
-    duration_s: float = 0.0
-    repro: str = ""  # command that reruns the whole job
-
-    def fail(self, case: str, reason: str, repro: str = "") -> None:
-        self.failures.append(Failure(case, reason, repro))
-        self.verdict = "fail" if self.verdict in ("pass", "fail") else self.verdict
-
-    def figure(self, metric: str, value: float, subject: str = "") -> None:
-        self.figures.append(Figure(metric, float(value), subject))
-
-    def to_dict(self) -> dict:
-        return {
-            "name": self.name, "verdict": self.verdict, "reason": self.reason,
-            "duration_s": round(self.duration_s, 3), "repro": self.repro,
-            "metrics": {k: _json_number(v) for k, v in self.metrics.items()},
-            "figures": [f.to_dict() for f in self.figures],
-            "tables": _jsonable(self.tables),
-            "failures": [f.to_dict() for f in self.failures],
-        }
-
-
-def _json_number(v):
-    """JSON has no inf/nan: keep them as strings the gate parses back (never silently 0)."""
-    if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
-        return repr(v)
-    return v
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float):
-        return _json_number(obj)
-    if hasattr(obj, "tolist"):
-        return _jsonable(obj.tolist())
-    return obj
 
 
 @dataclass
@@ -161,12 +87,6 @@ def load_job_modules() -> None:
     for mod in JOB_MODULES + extra:
         try:
             importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            # Not merged yet: only when the missing module is the job module (or its package).
-            # Modules named by the user (env) are never optional: a typo must not pass silently.
-            if mod in JOB_MODULES and exc.name and (mod == exc.name or mod.startswith(exc.name + ".")):
-                continue
-            _LOAD_ERRORS[mod] = _summary(exc)
         except Exception as exc:  # a broken job module must show up in the report, not vanish
             _LOAD_ERRORS[mod] = _summary(exc)
 
