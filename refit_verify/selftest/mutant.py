@@ -21,6 +21,9 @@ class Mutant:
     patches: dict = field(default_factory=dict)  # "module:attr" -> factory(original) -> replacement
     area: str = "fp8"  # fp8 | exporter | transport | loader | model
     needs: tuple = ()  # "cuda" / "vllm": killed only by suites that run where those exist
+    # pytest node ids or test files ("suites/pr/test_loader.py::test_x") that must fail, by assertion
+    # or a refit-verify error, under this mutant; CI runs the mutant against these alone
+    killers: tuple = ()
 
     def runnable_here(self) -> tuple[bool, str]:
         for need in self.needs:
