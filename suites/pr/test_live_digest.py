@@ -73,3 +73,12 @@ def test_sampled_selection_deterministic_and_matches_full():
     full = lanes_hex(block_digests(q.data, q.scale_inv))
     part = lanes_hex(block_digests(q.data, q.scale_inv, indices=i1))
     assert part == [full[i] for i in i1.tolist()]
+
+
+def test_swapped_words_change_the_block():
+    q = _qt()
+    u = q.data.view(torch.uint8).clone()
+    u[3, 4:8] = u[3, 0:4] ^ 1  # make the two 4-byte words differ
+    base = block_digests(u.view(torch.float8_e4m3fn), q.scale_inv)
+    u[3, 0:8] = torch.cat([u[3, 4:8], u[3, 0:4]])
+    assert _changed(base, block_digests(u.view(torch.float8_e4m3fn), q.scale_inv)) == [0]
