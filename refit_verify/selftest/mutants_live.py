@@ -38,6 +38,18 @@ def _no_position(original):
     return mutated
 
 
+def _ignore_extra(original):
+    @functools.wraps(original)
+    def mutated(expected, engine):
+        d = original(expected, engine)
+        d.extra = []
+        return d
+    return mutated
+
+
+C = "refit_verify.live.compare"
+KC = ("suites/pr/test_live_compare.py",)
+
 MUTANTS = [
     Mutant("digest_ignores_scale", "block digest hashes the FP8 bytes only: a wrong weight_scale_inv "
            "(misplaced or stale scale block) passes", {f"{D}:_scale_words": _ignore_scale}, area="live",
@@ -47,4 +59,7 @@ MUTANTS = [
            killers=K),
     Mutant("digest_position_blind", "block digest is an order-free sum: swapped elements inside a block "
            "pass", {f"{D}:_mix": _no_position}, area="live", killers=K),
+    Mutant("digest_diff_ignores_extra", "digest diff reports missing parameters but not ones the engine "
+           "holds that the trainer never sent", {f"{C}:compare_documents": _ignore_extra}, area="live",
+           killers=KC),
 ]
