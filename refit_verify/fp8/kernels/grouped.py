@@ -33,7 +33,7 @@ def _grouped_kernel(
     PAD_EDGE: tl.constexpr, NAN_TO_NUM: tl.constexpr, HAS_FLOOR: tl.constexpr, FLOOR: tl.constexpr,
     SCALE_FORM: tl.constexpr, POW2: tl.constexpr, ZERO_ONE: tl.constexpr, INF_ONE: tl.constexpr,
     INF_FMAX: tl.constexpr, QUANT_DIV: tl.constexpr, CLAMP: tl.constexpr, DIV_RECIP: tl.constexpr,
-    CAST_NAN: tl.constexpr, EVEN: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+    CAST_NAN: tl.constexpr, EVEN: tl.constexpr, ALIGNED: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
 ):
     row = tab_ptr + tl.program_id(0).to(tl.int64) * 8
     x_off = tl.load(row)
@@ -43,6 +43,11 @@ def _grouped_kernel(
     n_rem = tl.load(row + 4)
     sx = tl.load(row + 5)
     sq = tl.load(row + 6)
+    if ALIGNED:  # every offset and stride a multiple of 16: the compiler may emit 16-byte accesses
+        x_off = tl.multiple_of(x_off, 16)
+        q_off = tl.multiple_of(q_off, 16)
+        sx = tl.multiple_of(sx, 16)
+        sq = tl.multiple_of(sq, 16)
     r = tl.arange(0, BM).to(tl.int64)
     c = tl.arange(0, BN)
     xo = x_off + r[:, None] * sx + c[None, :]
@@ -79,9 +84,12 @@ def _table(xs, datas, scales) -> tuple[torch.Tensor, bool]:
     x0, q0, s0 = xs[0], datas[0].view(torch.uint8), scales[0]
     es = x0.element_size()
     rows, even = [], True
+    aligned = x0.data_ptr() % 32 == 0 and q0.data_ptr() % 16 == 0
     for x, d, s in zip(xs, datas, scales):
         m, n = x.shape
         even &= m % 128 == 0 and n % 128 == 0
+        aligned &= (x.data_ptr() % 32 == 0 and d.data_ptr() % 16 == 0 and x.stride(0) % 16 == 0
+                    and d.stride(0) % 16 == 0)
         xb = (x.data_ptr() - x0.data_ptr()) // es
         qb = d.data_ptr() - q0.data_ptr()
         sb = (s.data_ptr() - s0.data_ptr()) // 4
@@ -91,7 +99,7 @@ def _table(xs, datas, scales) -> tuple[torch.Tensor, bool]:
             for bj in range(nbn):
                 rows.append((xb + bi * 128 * x.stride(0) + bj * 128, qb + bi * 128 * d.stride(0) + bj * 128,
                              sb + bi * s.stride(0) + bj, m - bi * 128, n - bj * 128, x.stride(0), d.stride(0), last))
-    return torch.tensor(rows, dtype=torch.int64).to(x0.device), even
+    return torch.tensor(rows, dtype=torch.int64).to(x0.device), even, aligned
 
 
 class GroupedQuantizer:
@@ -116,7 +124,7 @@ class GroupedQuantizer:
         self.spec = _spec(self.recipe, sem["div_recip"], sem["cast_nan"])
         self.tensors = list(tensors)
         self.out = out or self._packed(tensors)
-        self.table, self.even = _table(self.tensors, [d for d, _ in self.out], [s for _, s in self.out])
+        self.table, self.even, self.aligned = _table(self.tensors, [d for d, _ in self.out], [s for _, s in self.out])
         self.num_warps = num_warps
 
     def _packed(self, tensors):
@@ -138,7 +146,7 @@ class GroupedQuantizer:
         extra = {"enable_fp_fusion": False, "enable_reflect_ftz": False}
         _grouped_kernel[(self.table.shape[0],)](
             self.tensors[0], self.out[0][0].view(torch.uint8), self.out[0][1], self.table,
-            **self.spec, EVEN=self.even, BM=128, BN=128, num_warps=self.num_warps, **extra)
+            **self.spec, EVEN=self.even, ALIGNED=self.aligned, BM=128, BN=128, num_warps=self.num_warps, **extra)
         return [QuantizedTensor(data=d, scale_inv=s, recipe=self.recipe) for d, s in self.out]
 
 
