@@ -110,7 +110,7 @@ class GroupedQuantizer:
     Calling it again after the inputs' storage moved is a bug: build a new one.
     """
 
-    def __init__(self, tensors, recipe="vllm_per_block", names=None, out=None, semantics=None, num_warps=8):
+    def __init__(self, tensors, recipe="vllm_per_block", names=None, out=None, semantics=None, num_warps=4):
         self.recipe = get_recipe(recipe)
         names = names or [f"tensor[{i}]" for i in range(len(tensors))]
         dtypes = {t.dtype for t in tensors}
