@@ -57,6 +57,16 @@ def _nan_dropping_amax(orig):
     return amax_bits
 
 
+def _edge_value_off_by_one(orig):
+    def table(xs, datas, scales):
+        tab, even, aligned = orig(xs, datas, scales)
+        tab = tab.clone()
+        tab[:, 7] -= 1  # pads with x[-1, -2]
+        return tab, even, aligned
+
+    return table
+
+
 MUTANTS = [
     Mutant("verifier_compares_fp8_as_float", "fp8 compared as floats hides -0/+0 (ARCHITECTURE: compare bytes)",
            {"refit_verify.compare.stream:code_bytes": _float_equal_codes}, area="verifier"),
@@ -76,6 +86,9 @@ MUTANTS = [
     Mutant("triton_float_amax", "the Triton kernel reduces amax with tl.max on floats: NaN blocks get finite scales",
            {"refit_verify.fp8.kernels.triton_block:DEFAULT_LAUNCH":
             lambda o: {**o, "float_amax": True}}, area="fp8", needs=("cuda",)),
+    Mutant("grouped_edge_value_off_by_one", "grouped work table points NeMo's pad value one element early",
+           {"refit_verify.fp8.kernels.grouped:_table": _edge_value_off_by_one}, area="fp8", needs=("cuda",),
+           killers=("suites/nightly/test_grouped_exact.py::test_grouped_matches_reference",)),
 ]
 
 PR = "suites/pr/test_kernels_emulation.py"
@@ -89,6 +102,7 @@ KILLERS = {
     "kernel_zero_pads_nemo": ("cpu", PR + "::test_emulation_matches_reference"),
     "emulation_amax_drops_nan": ("cpu", PR + "::test_emulation_matches_reference"),
     "triton_float_amax": ("gpu", NIGHTLY + "::test_kernel_nan_block_propagates"),
+    "grouped_edge_value_off_by_one": ("gpu", "suites/nightly/test_grouped_exact.py::test_grouped_matches_reference"),
 }
 GPU_ALSO = {  # CPU-killed mutants that must also fail the GPU tests
     "kernel_assumes_true_division": NIGHTLY + "::test_kernel_bit_exact",
