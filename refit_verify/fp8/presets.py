@@ -41,11 +41,13 @@ TRANSFORMER_ENGINE = Recipe(
     name="transformer_engine",
     padding="zero",
     amax_floor=0.0,
-    scale_form="scale",
+    scale_form="scale_div",
     zero_amax_scale_one=True,
-    inf_scale="fmax",
+    inf_scale="fmax_input",
     quantize_op="mul_scale",
-    source="TransformerEngine blockwise reference quantizer (eps=0 as in its tests)",
+    clamp=True,
+    source="NVIDIA/TransformerEngine tests/pytorch/references/blockwise_quantizer_reference.py + "
+    "quantize_scale_calc.py scale_from_amax_tensor @ 1400f7a0 / 3580212c (eps=0 as in its tests)",
 )
 TRANSFORMER_ENGINE_POW2 = TRANSFORMER_ENGINE.replace(name="transformer_engine_pow2", pow2="te_frexp")
 

@@ -67,7 +67,7 @@ def _pad(x: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, pn - n, 0, pm - m), mode="constant", value=float(x[-1, -1]))
 
 
-def _scales(amax: torch.Tensor, r: Recipe) -> tuple[torch.Tensor, torch.Tensor]:
+def _scales(amax: torch.Tensor, r: Recipe, in_dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """(multiplier-or-divisor used on elements, stored scale_inv), both float32 [Mb, Nb, 1, 1].
 
     Python-scalar / tensor is evaluated by torch as tensor.reciprocal() * scalar (two roundings);
@@ -100,12 +100,17 @@ def _scales(amax: torch.Tensor, r: Recipe) -> tuple[torch.Tensor, torch.Tensor]:
     else:
         if r.scale_form == "scale_f64":
             s = (fmt.E4M3_MAX / amax.double()).float()
+        elif r.scale_form == "scale_div":
+            s = torch.div(fmt.E4M3_MAX, amax)
         else:
             s = fmt.E4M3_MAX / amax
         if r.inf_scale == "fmax":
             s = torch.where(s == torch.inf, torch.finfo(torch.float32).max, s)
+        elif r.inf_scale == "fmax_input":
+            s = torch.where(s == torch.inf, torch.finfo(in_dtype).max, s)
         if r.pow2 == "te_frexp":
-            s = fmt.pow2_floor_frexp(s)
+            # frexp(0) would give 0.5: TE keeps the non-pow2 answer (0) for an infinite amax.
+            s = torch.where(amax == torch.inf, 0.0, fmt.pow2_floor_frexp(s))
         elif r.pow2 == "float_ceil":
             s = torch.reciprocal(fmt.ue8m0_ceil_float(torch.reciprocal(s)))
         elif r.pow2 == "bits_ceil":
@@ -128,7 +133,7 @@ def _quantize_blocks(x: torch.Tensor, r: Recipe):
     amax = tiles.abs().float().amax(dim=(2, 3), keepdim=True)
     if r.amax_floor is not None:
         amax = amax.clamp(min=r.amax_floor)
-    factor, scale_inv = _scales(amax, r)
+    factor, scale_inv = _scales(amax, r, x.dtype)
     if r.quantize_op == "div":
         y = tiles / factor
     else:

@@ -16,13 +16,16 @@ from typing import Literal, Optional
 
 Padding = Literal["zero", "edge", "none"]
 # descale: sf = amax / MAX is computed and stored; scale: s = MAX / amax is computed, 1/s stored.
-ScaleForm = Literal["descale", "scale", "scale_f64"]
+# scale_div: s = torch.div(MAX, amax), one correctly rounded division (TransformerEngine), where
+# "scale" is the `MAX / amax` spelling torch evaluates as reciprocal(amax) * MAX (two roundings).
+ScaleForm = Literal["descale", "scale", "scale_f64", "scale_div"]
 # float_ceil: torch.pow(2.0, ceil(log2 s)) (vLLM weights); float_ceil_exp2: torch.exp2(ceil(log2 s)) (vLLM's
 # native activation path). Equal on every finite scale; they differ in the sign bit of a NaN scale.
 Pow2 = Literal["none", "float_ceil", "float_ceil_exp2", "bits_ceil", "nemo_e8m0", "te_frexp"]
 QuantizeOp = Literal["mul_reciprocal", "div", "mul_scale"]
 NanPolicy = Literal["propagate", "zero", "raise"]
-InfScale = Literal["propagate", "one", "fmax"]
+# fmax: FLT_MAX where s == inf; fmax_input: finfo(input dtype).max there (TransformerEngine's x_dtype).
+InfScale = Literal["propagate", "one", "fmax", "fmax_input"]
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,8 @@ def _pre_blocks(pre):
 
 
 def _scales_stored_as_multiplier(original):
-    def mutated(amax, r):
-        factor, scale_inv = original(amax, r)
+    def mutated(amax, r, *rest):
+        factor, scale_inv = original(amax, r, *rest)
         return factor, torch.reciprocal(scale_inv)
     return mutated
 
@@ -90,6 +90,12 @@ MUTANTS = [
            _recipe("VLLM_PER_BLOCK", nan_policy="zero")),
     Mutant("inf_clamped", "Inf clamped to +-448 before quantizing instead of poisoning its block",
            _pre_blocks(_clamp_inf)),
+    Mutant("te_two_rounding_scale", "TE scale as 448/amax (reciprocal then multiply) instead of torch.div",
+           _recipe("TRANSFORMER_ENGINE", scale_form="scale"),
+           killers=("suites/pr/test_te_reference.py::test_te_presets_match_te_reference_semantics",)),
+    Mutant("te_fp32_max_for_inf_scale", "TE inf scale replaced by FLT_MAX, not the input dtype's max",
+           _recipe("TRANSFORMER_ENGINE", inf_scale="fmax"),
+           killers=("suites/pr/test_te_reference.py::test_te_presets_match_te_reference_semantics",)),
     Mutant("scale_stored_as_s", "stores the multiplier s instead of scale_inv = 1/s",
            {f"{Q}:_scales": _scales_stored_as_multiplier}),
     Mutant("div_instead_of_mul_reciprocal", "x / sf instead of x * (1/sf): operation order flips codes",

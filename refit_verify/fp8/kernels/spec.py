@@ -76,6 +76,10 @@ def kernel_spec(recipe, div_recip: bool, cast_nan: bool) -> KernelSpec:
         no(f"nan_policy {r.nan_policy!r} (host-side check, use the reference)")
     if r.scale_min is not None:
         no("scale_min")
+    if r.scale_form == "scale_div":
+        no("scale_form 'scale_div' (one rounded MAX/amax division; use the reference)")
+    if r.inf_scale == "fmax_input":
+        no("inf_scale 'fmax_input' (input-dtype max; use the reference)")
     if r.scale_form == "descale":
         if r.pow2 not in ("none", "float_ceil", "bits_ceil"):
             no(f"pow2 {r.pow2!r} with a descale")
