@@ -15,4 +15,9 @@ MUTANTS = [
            {"refit_verify.check:call_user": _plain_call, "refit_verify.usercode:call_user": _plain_call},
            area="failclosed",
            killers=("suites/pr/test_cli_check.py::test_exiting_or_unusable_quantizer_is_a_case_error",)),
+    Mutant("gate_accepts_unknown_verdict", "the gate reads what it understands and ignores the rest: a report with "
+           "no jobs or a verdict 'weird'/'PASS' gates green",
+           {"refit_verify.report.gate:validate_report": lambda original: (lambda report, where="report": None)},
+           area="failclosed",
+           killers=("suites/pr/test_report_gate.py::test_malformed_report_fails_closed_exit_2",)),
 ]
