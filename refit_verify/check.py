@@ -13,6 +13,7 @@ from refit_verify.compare.bitwise import compare_fp8, normalize_scale
 from refit_verify.compare.metrics import error_metrics
 from refit_verify.errors import RecipeFailure
 from refit_verify.fp8 import dequantize, get_recipe, quantize
+from refit_verify.usercode import call_user
 
 QuantizerFn = Callable[[torch.Tensor], tuple]
 
@@ -65,7 +66,7 @@ def check_case(impl: QuantizerFn, recipe, case: Case, repro: str = "") -> CaseRe
     except RecipeFailure as exc:
         ref = exc
     try:
-        data, scale = _as_pair(impl(x.clone()), case.name)
+        data, scale = _as_pair(call_user(impl, x.clone()), case.name)
     except Exception as exc:  # a user callable may raise anything; it must not lose the report
         if isinstance(ref, RecipeFailure):
             return CaseResult(verdict="pass", reason=f"both fail: {exc!r}", **base)
@@ -73,6 +74,14 @@ def check_case(impl: QuantizerFn, recipe, case: Case, repro: str = "") -> CaseRe
         return CaseResult(verdict="error", reason=f"quantizer raised {tb}", **base)
     if isinstance(ref, RecipeFailure):
         return CaseResult(verdict="fail", reason=f"reference fails ({ref.cause!r}) but quantizer returned", **base)
+    try:
+        return _compare_case(x, ref, data, scale, r, case, base)
+    except Exception as exc:  # meta tensors, odd shapes: the user's output, not the harness, is at fault
+        tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        return CaseResult(verdict="error", reason=f"comparing the quantizer's output failed: {tb}", **base)
+
+
+def _compare_case(x, ref, data, scale, r, case: Case, base: dict) -> CaseResult:
     scale = normalize_scale(scale, data.shape, r.block)
     cmp = compare_fp8(ref.data, ref.scale_inv, data.view(torch.float8_e4m3fn), scale.float(), r.block, case.name)
     metrics = {

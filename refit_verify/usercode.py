@@ -35,8 +35,8 @@ def load_callable(spec: str, kwargs_json: str | None = None):
             module = importlib.import_module(mod_part)
     except UserCodeError:
         raise
-    except Exception as exc:
-        raise UserCodeError(f"{spec}: importing {mod_part} failed: {type(exc).__name__}: {exc}") from exc
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # user code may exit or ^C at import
+        raise UserCodeError(f"{spec}: importing {mod_part} failed: {describe_exit(exc)}") from exc
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -60,11 +60,29 @@ def parse_kwargs(kwargs_json: str | None) -> dict:
     return kw
 
 
+class UserExit(Exception):
+    """The user's code raised SystemExit/KeyboardInterrupt; an Exception so per-case guards catch it."""
+
+
+def describe_exit(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r}) (user code called sys.exit)"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def call_user(fn, *args, **kwargs):
+    """Call user code; SystemExit and KeyboardInterrupt become UserExit, a case error, never our exit."""
+    try:
+        return fn(*args, **kwargs)
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise UserExit(describe_exit(exc)) from exc
+
+
 def as_pair_fn(fn, kwargs: dict):
     """f(w) -> (fp8, scale_inv); also accepts objects with .data/.scale_inv (refit_verify's QuantizedTensor)."""
 
     def quantizer(w):
-        out = fn(w, **kwargs)
+        out = call_user(fn, w, **kwargs)
         if hasattr(out, "data") and hasattr(out, "scale_inv") and not isinstance(out, tuple):
             return out.data, out.scale_inv
         return out

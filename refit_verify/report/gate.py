@@ -6,7 +6,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
+from refit_verify.errors import BadInputError
 from refit_verify.report.policy import Policy, Rule, as_float, violates, warns
+from refit_verify.results import VERDICTS
 
 
 @dataclass
@@ -86,7 +88,37 @@ def find_regressions(report: dict, baseline: dict, policy: Policy) -> list[str]:
     return out
 
 
+def _validate_job(job, where: str) -> None:
+    if not isinstance(job, dict):
+        raise BadInputError(f"{where}: a job must be an object, got {type(job).__name__}")
+    if not isinstance(job.get("name"), str) or not job["name"]:
+        raise BadInputError(f"{where}: job without a 'name'")
+    if job.get("verdict") not in VERDICTS:
+        raise BadInputError(f"{where}: job {job['name']}: 'verdict' {job.get('verdict')!r} is not one of "
+                            f"{', '.join(VERDICTS)}")
+    figures = job.get("figures", [])
+    if not isinstance(figures, list):
+        raise BadInputError(f"{where}: job {job['name']}: 'figures' must be a list, got {type(figures).__name__}")
+    for f in figures:
+        if not isinstance(f, dict) or not isinstance(f.get("metric"), str) or "value" not in f:
+            raise BadInputError(f"{where}: job {job['name']}: a figure needs 'metric' and 'value', got {f!r}")
+
+
+def validate_report(report, where: str = "report") -> None:
+    """Fail closed: a report the gate does not fully understand is bad input (exit 2), never a pass."""
+    if not isinstance(report, dict):
+        raise BadInputError(f"{where}: expected a JSON object, got {type(report).__name__}")
+    jobs = report.get("jobs")
+    if not isinstance(jobs, list) or not jobs:
+        raise BadInputError(f"{where}: 'jobs' must be a non-empty list, got {jobs!r:.60}")
+    for job in jobs:
+        _validate_job(job, where)
+
+
 def gate(report: dict, policy: Policy, baseline: Optional[dict] = None) -> GateResult:
+    validate_report(report)
+    if baseline is not None:
+        validate_report(baseline, "baseline")
     res = GateResult()
     res.failures += check_status(report, policy)
     check_limits(report, policy, res)

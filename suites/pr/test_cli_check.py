@@ -96,3 +96,41 @@ def test_check_report(user_file, tmp_path):
 
     rep = json.loads((out / "report.json").read_text())
     assert rep["jobs"][0]["verdict"] == "fail" and rep["jobs"][0]["failures"][0]["repro"].endswith("--seed 0")
+
+
+EXITING = textwrap.dedent('''
+    import sys
+    import torch
+
+    def exits(w):
+        sys.exit(0)
+
+    def interrupts(w):
+        raise KeyboardInterrupt
+
+    def meta(w):
+        return (torch.empty(w.shape, dtype=torch.float8_e4m3fn, device="meta"),
+                torch.empty(((w.shape[0] + 127) // 128, (w.shape[1] + 127) // 128), dtype=torch.float32,
+                            device="meta"))
+''')
+
+
+@pytest.mark.parametrize("fn,msg", [("exits", "SystemExit(0)"), ("interrupts", "KeyboardInterrupt"),
+                                    ("meta", "comparing the quantizer's output failed")])
+def test_exiting_or_unusable_quantizer_is_a_case_error(tmp_path, capsys, fn, msg):
+    p = tmp_path / "exiting.py"
+    p.write_text(EXITING)
+    try:
+        code = main(["check", "--quantizer", f"{p}:{fn}", *FAST])
+    except BaseException as exc:  # noqa: BLE001 - the user's exit must not become ours
+        code = f"escaped {exc!r}"
+    assert code == 1
+    out = capsys.readouterr().out
+    assert msg in out
+
+
+def test_sys_exit_at_import_is_a_load_error(tmp_path, capsys):
+    p = tmp_path / "exits_at_import.py"
+    p.write_text("import sys\nsys.exit(0)\n")
+    assert main(["check", "--quantizer", f"{p}:f"]) == 2
+    assert "SystemExit(0)" in capsys.readouterr().err

@@ -109,3 +109,38 @@ def test_gate_cli_exit_codes(tmp_path, capsys):
     other["schema"] = "something/else"
     (tmp_path / "o.json").write_text(json.dumps(other))
     assert main(["gate", str(tmp_path / "o.json")]) == 2
+
+
+def _without(key):
+    r = report(GOOD)
+    del r["jobs"][0][key]
+    return r
+
+
+@pytest.mark.parametrize("bad,key", [
+    ({k: v for k, v in report(GOOD).items() if k != "jobs"}, "'jobs'"),
+    ({**report(GOOD), "jobs": []}, "'jobs'"),
+    ({**report(GOOD), "jobs": {"a": 1}}, "'jobs'"),
+    (report(GOOD, verdict="weird"), "'verdict'"),
+    (report(GOOD, verdict="PASS"), "'verdict'"),
+    (_without("verdict"), "'verdict'"),
+    (_without("name"), "'name'"),
+    ({**report(GOOD), "jobs": [{"name": "j", "verdict": "pass", "figures": [{"metric": "sqnr_db"}]}]}, "'value'"),
+    ({**report(GOOD), "jobs": [{"name": "j", "verdict": "pass", "figures": None}]}, "'figures'"),
+    ([report(GOOD)], "report"),
+])
+def test_malformed_report_fails_closed_exit_2(tmp_path, capsys, bad, key):
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps(bad))
+    assert main(["gate", str(p)]) == 2
+    assert key in capsys.readouterr().err
+
+
+def test_baseline_without_verdicts_is_bad_input(tmp_path, capsys):
+    good, base = tmp_path / "good.json", tmp_path / "base.json"
+    good.write_text(json.dumps(report(GOOD)))
+    b = report(GOOD)
+    del b["jobs"][0]["verdict"]
+    base.write_text(json.dumps(b))
+    assert main(["gate", str(good), "--baseline", str(base)]) == 2
+    assert "baseline" in capsys.readouterr().err

@@ -1,0 +1,23 @@
+"""Mutants of the fail-closed paths: each models a way hostile or malformed input turns into a green result."""
+
+from __future__ import annotations
+
+from refit_verify.selftest.mutant import Mutant
+
+
+def _plain_call(original):
+    # the guard removed: a user's sys.exit(0) becomes the harness's own exit 0
+    return lambda fn, *args, **kwargs: fn(*args, **kwargs)
+
+
+MUTANTS = [
+    Mutant("check_lets_systemexit_through", "user code calling sys.exit(0) ends `check` with exit 0 and no report",
+           {"refit_verify.check:call_user": _plain_call, "refit_verify.usercode:call_user": _plain_call},
+           area="failclosed",
+           killers=("suites/pr/test_cli_check.py::test_exiting_or_unusable_quantizer_is_a_case_error",)),
+    Mutant("gate_accepts_unknown_verdict", "the gate reads what it understands and ignores the rest: a report with "
+           "no jobs or a verdict 'weird'/'PASS' gates green",
+           {"refit_verify.report.gate:validate_report": lambda original: (lambda report, where="report": None)},
+           area="failclosed",
+           killers=("suites/pr/test_report_gate.py::test_malformed_report_fails_closed_exit_2",)),
+]
