@@ -25,10 +25,10 @@ from refit_verify.model.config import ModelConfig, load_config
 from refit_verify.model.weights import synthesize_weights
 from refit_verify.refit.exporter import TrainerExporter
 from refit_verify.refit.findings import Finding
+from refit_verify.refit.engine import Engine
 from refit_verify.refit.loader import EngineStore
-from refit_verify.refit.postload import (
-    RequantRecord, post_load_findings, process_weights_after_loading, requant_findings,
-)
+from refit_verify.refit.postload import RequantRecord
+from refit_verify.refit.reference_engine import ReferenceEngine
 from refit_verify.refit.selection import resolve_selection
 from refit_verify.refit.transport import DEFAULT_ALIGNMENT, InProcessTransport, nbytes_of
 
@@ -167,11 +167,12 @@ def run_refit(config, weights: Optional[dict] = None, before="vllm_per_block", a
     result = RefitResult(cfg.name, _quantizer_name(before), after_recipe.name, options, probe_cast_semantics(),
                          {}, [], [])
     for path in paths:
-        store = EngineStore(cfg, placement=placement, detection=detection, recipe=after_recipe,
-                            shape_mismatch_exemption=shape_mismatch_exemption, path=path)
-        pr, sent = _run_path(path, cfg, weights, before, store, selection, bucket_bytes, alignment, transport,
-                             ue8m0_requant, output_dtype, keep_sent, full_metrics, make_contiguous)
-        result.paths[path], result.stores[path] = pr, store
+        engine = ReferenceEngine(cfg, placement=placement, detection=detection, recipe=after_recipe,
+                                 shape_mismatch_exemption=shape_mismatch_exemption, path=path,
+                                 ue8m0_requant=ue8m0_requant, output_dtype=output_dtype)
+        pr, sent = _run_path(path, weights, before, engine, selection, bucket_bytes, alignment, transport,
+                             keep_sent, full_metrics, make_contiguous)
+        result.paths[path], result.stores[path] = pr, engine.store
         if keep_sent:
             result.sent[path] = sent
         result.findings.extend(pr.findings)
@@ -188,12 +189,14 @@ def run_refit(config, weights: Optional[dict] = None, before="vllm_per_block", a
     return result
 
 
-def _run_path(path, cfg, weights, before, store, selection, bucket_bytes, alignment, transport, ue8m0,
-              output_dtype, keep_sent, full_metrics, make_contiguous):
+def _run_path(path, weights, before, engine: ReferenceEngine, selection, bucket_bytes, alignment, transport,
+              keep_sent, full_metrics, make_contiguous):
+    """One refit path through the Engine protocol: export, transport, engine.receive per batch, finish."""
     findings: list[Finding] = []
     sent: dict = {}
     completed = True
     export_summary, transfer_stats = {}, {}
+    store = engine.store
     try:
         sel = resolve_selection(selection, store)
         exporter = TrainerExporter(weights, path, before, sel, make_contiguous=make_contiguous)
@@ -201,38 +204,43 @@ def _run_path(path, cfg, weights, before, store, selection, bucket_bytes, alignm
         if path == "before":
             findings.extend(selection_findings(exporter.fp8_names, store, path))
         metadata = exporter.metadata()
-        store.begin_refit(metadata)
+        engine.begin_refit(metadata)
         items = _tap(exporter, sent) if keep_sent else exporter
-        if transport == "inprocess":
-            tr = InProcessTransport(bucket_bytes, alignment)
-            try:
-                for batch in tr.transfer(items, metadata):
-                    store.load_weights(batch)
-            finally:
-                transfer_stats = tr.stats.to_dict()
-        elif transport in ("gloo", "nccl"):
-            from refit_verify.refit.distributed import broadcast_transfer
-
-            batches, stats = broadcast_transfer(list(items), metadata, bucket_bytes, alignment, backend=transport)
-            transfer_stats = stats.to_dict()
-            for batch in batches:
-                store.load_weights(batch)
-        else:
-            raise BadInputError(f"unknown transport {transport!r}: inprocess | gloo | nccl")
+        transfer_stats = _feed(engine, items, metadata, transport, bucket_bytes, alignment)
     except TransportError as exc:
         completed = False
+        transfer_stats = getattr(exc, "stats", None) or transfer_stats
         findings.append(Finding("transport", exc.tensor or "<transport>", str(exc), path=path,
                                 detail={"bucket": exc.bucket}))
     except RefitVerifyError as exc:
         completed = False
         findings.append(Finding("load_failed", getattr(exc, "tensor", None) or "<export>", str(exc), path=path))
-    # Checks see the state as loaded; requantization legitimately rewrites scales afterwards.
-    findings = findings + store.findings + post_load_findings(store)
-    requant = process_weights_after_loading(store, ue8m0, output_dtype)
-    findings += requant_findings(requant, path)
-    pr = PathResult(path, _quantizer_name(before), store.recipe.name, completed, export_summary, transfer_stats,
-                    findings, error_vs_source(store, weights, full_metrics), requant)
+    engine.finish_refit()
+    findings = findings + engine.state().findings
+    pr = PathResult(path, _quantizer_name(before), engine.recipe.name, completed, export_summary, transfer_stats,
+                    findings, error_vs_source(store, weights, full_metrics), engine.requant)
     return pr, sent
+
+
+def _feed(engine: Engine, items, metadata, transport, bucket_bytes, alignment) -> dict:
+    """Move the exported tensors over `transport` into `engine.receive`, batch by batch; returns transfer stats."""
+    if transport == "inprocess":
+        tr = InProcessTransport(bucket_bytes, alignment)
+        try:
+            for batch in tr.transfer(items, metadata):
+                engine.receive(batch)
+        except TransportError as exc:
+            exc.stats = tr.stats.to_dict()
+            raise
+        return tr.stats.to_dict()
+    if transport in ("gloo", "nccl"):
+        from refit_verify.refit.distributed import broadcast_transfer
+
+        batches, stats = broadcast_transfer(list(items), metadata, bucket_bytes, alignment, backend=transport)
+        for batch in batches:
+            engine.receive(batch)
+        return stats.to_dict()
+    raise BadInputError(f"unknown transport {transport!r}: inprocess | gloo | nccl")
 
 
 def _tap(items, sink: dict):
