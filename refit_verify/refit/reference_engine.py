@@ -51,4 +51,4 @@ class ReferenceEngine:
         return EngineState(SINGLE, {Rank(): self.store.parameters()},
                            list(self.store.findings) + list(self._post_findings),
                            {"engine": self.name, "recipe": self.store.recipe.name, "placement": self.store.placement,
-                            "path": self.path})
+                            "path": self.path, "block": self.store.block})
