@@ -25,10 +25,11 @@ from refit_verify.model.config import ModelConfig, load_config
 from refit_verify.model.weights import synthesize_weights
 from refit_verify.refit.exporter import TrainerExporter
 from refit_verify.refit.findings import Finding
-from refit_verify.refit.loader import EngineStore
-from refit_verify.refit.postload import (
-    RequantRecord, post_load_findings, process_weights_after_loading, requant_findings,
-)
+from refit_verify.layout import Rank
+from refit_verify.refit.engine import Engine, EngineState
+from refit_verify.refit.loader import FP8_DTYPES, EngineStore
+from refit_verify.refit.postload import RequantRecord
+from refit_verify.refit.reference_engine import ReferenceEngine
 from refit_verify.refit.selection import resolve_selection
 from refit_verify.refit.transport import DEFAULT_ALIGNMENT, InProcessTransport, nbytes_of
 
@@ -46,6 +47,7 @@ class TensorComparison:
     mismatched_blocks: list = field(default_factory=list)  # [[block_row, block_col, n_codes], ...]
     first_mismatch: Optional[dict] = None
     ulp_histogram: dict = field(default_factory=dict)
+    rank: str = ""  # Rank.label of the engine rank that holds the tensor
 
     def to_dict(self) -> dict:
         d = dict(vars(self))
@@ -84,6 +86,7 @@ class RefitResult:
     findings: list  # every Finding, paths and comparison
     stores: dict = field(default_factory=dict, repr=False)  # path -> EngineStore (not serialised)
     sent: dict = field(default_factory=dict, repr=False)  # path -> {name: tensor} as exported (not serialised)
+    states: dict = field(default_factory=dict, repr=False)  # path -> EngineState after the refit (not serialised)
 
     @property
     def bitwise_equal(self) -> bool:
@@ -167,16 +170,18 @@ def run_refit(config, weights: Optional[dict] = None, before="vllm_per_block", a
     result = RefitResult(cfg.name, _quantizer_name(before), after_recipe.name, options, probe_cast_semantics(),
                          {}, [], [])
     for path in paths:
-        store = EngineStore(cfg, placement=placement, detection=detection, recipe=after_recipe,
-                            shape_mismatch_exemption=shape_mismatch_exemption, path=path)
-        pr, sent = _run_path(path, cfg, weights, before, store, selection, bucket_bytes, alignment, transport,
-                             ue8m0_requant, output_dtype, keep_sent, full_metrics, make_contiguous)
-        result.paths[path], result.stores[path] = pr, store
+        engine = ReferenceEngine(cfg, placement=placement, detection=detection, recipe=after_recipe,
+                                 shape_mismatch_exemption=shape_mismatch_exemption, path=path,
+                                 ue8m0_requant=ue8m0_requant, output_dtype=output_dtype)
+        pr, sent = _run_path(path, weights, before, engine, selection, bucket_bytes, alignment, transport,
+                             keep_sent, full_metrics, make_contiguous)
+        result.paths[path], result.stores[path] = pr, engine.store
+        result.states[path] = engine.state()
         if keep_sent:
             result.sent[path] = sent
         result.findings.extend(pr.findings)
-    if "before" in result.stores and "after" in result.stores:
-        result.comparisons = compare_stores(result.stores["before"], result.stores["after"])
+    if "before" in result.states and "after" in result.states:
+        result.comparisons = compare_states(result.states["before"], result.states["after"])
         for c in result.comparisons:
             if not c.equal:
                 fm = c.first_mismatch or {}
@@ -188,12 +193,14 @@ def run_refit(config, weights: Optional[dict] = None, before="vllm_per_block", a
     return result
 
 
-def _run_path(path, cfg, weights, before, store, selection, bucket_bytes, alignment, transport, ue8m0,
-              output_dtype, keep_sent, full_metrics, make_contiguous):
+def _run_path(path, weights, before, engine: ReferenceEngine, selection, bucket_bytes, alignment, transport,
+              keep_sent, full_metrics, make_contiguous):
+    """One refit path through the Engine protocol: export, transport, engine.receive per batch, finish."""
     findings: list[Finding] = []
     sent: dict = {}
     completed = True
     export_summary, transfer_stats = {}, {}
+    store = engine.store
     try:
         sel = resolve_selection(selection, store)
         exporter = TrainerExporter(weights, path, before, sel, make_contiguous=make_contiguous)
@@ -201,38 +208,43 @@ def _run_path(path, cfg, weights, before, store, selection, bucket_bytes, alignm
         if path == "before":
             findings.extend(selection_findings(exporter.fp8_names, store, path))
         metadata = exporter.metadata()
-        store.begin_refit(metadata)
+        engine.begin_refit(metadata)
         items = _tap(exporter, sent) if keep_sent else exporter
-        if transport == "inprocess":
-            tr = InProcessTransport(bucket_bytes, alignment)
-            try:
-                for batch in tr.transfer(items, metadata):
-                    store.load_weights(batch)
-            finally:
-                transfer_stats = tr.stats.to_dict()
-        elif transport in ("gloo", "nccl"):
-            from refit_verify.refit.distributed import broadcast_transfer
-
-            batches, stats = broadcast_transfer(list(items), metadata, bucket_bytes, alignment, backend=transport)
-            transfer_stats = stats.to_dict()
-            for batch in batches:
-                store.load_weights(batch)
-        else:
-            raise BadInputError(f"unknown transport {transport!r}: inprocess | gloo | nccl")
+        transfer_stats = _feed(engine, items, metadata, transport, bucket_bytes, alignment)
     except TransportError as exc:
         completed = False
+        transfer_stats = getattr(exc, "stats", None) or transfer_stats
         findings.append(Finding("transport", exc.tensor or "<transport>", str(exc), path=path,
                                 detail={"bucket": exc.bucket}))
     except RefitVerifyError as exc:
         completed = False
         findings.append(Finding("load_failed", getattr(exc, "tensor", None) or "<export>", str(exc), path=path))
-    # Checks see the state as loaded; requantization legitimately rewrites scales afterwards.
-    findings = findings + store.findings + post_load_findings(store)
-    requant = process_weights_after_loading(store, ue8m0, output_dtype)
-    findings += requant_findings(requant, path)
-    pr = PathResult(path, _quantizer_name(before), store.recipe.name, completed, export_summary, transfer_stats,
-                    findings, error_vs_source(store, weights, full_metrics), requant)
+    engine.finish_refit()
+    findings = findings + engine.state().findings
+    pr = PathResult(path, _quantizer_name(before), engine.recipe.name, completed, export_summary, transfer_stats,
+                    findings, error_vs_source(store, weights, full_metrics), engine.requant)
     return pr, sent
+
+
+def _feed(engine: Engine, items, metadata, transport, bucket_bytes, alignment) -> dict:
+    """Move the exported tensors over `transport` into `engine.receive`, batch by batch; returns transfer stats."""
+    if transport == "inprocess":
+        tr = InProcessTransport(bucket_bytes, alignment)
+        try:
+            for batch in tr.transfer(items, metadata):
+                engine.receive(batch)
+        except TransportError as exc:
+            exc.stats = tr.stats.to_dict()
+            raise
+        return tr.stats.to_dict()
+    if transport in ("gloo", "nccl"):
+        from refit_verify.refit.distributed import broadcast_transfer
+
+        batches, stats = broadcast_transfer(list(items), metadata, bucket_bytes, alignment, backend=transport)
+        for batch in batches:
+            engine.receive(batch)
+        return stats.to_dict()
+    raise BadInputError(f"unknown transport {transport!r}: inprocess | gloo | nccl")
 
 
 def _tap(items, sink: dict):
@@ -298,27 +310,49 @@ def error_vs_source(store: EngineStore, weights: dict, full: bool = False) -> di
 
 
 def compare_stores(a: EngineStore, b: EngineStore) -> list[TensorComparison]:
+    """Two reference stores, compared as the engine states they expose."""
+    def state(st):
+        return EngineState(ranks={Rank(): st.parameters()}, meta={"block": st.block})
+    return compare_states(state(a), state(b))
+
+
+def compare_states(a: EngineState, b: EngineState) -> list[TensorComparison]:
+    """What two engines hold, rank by rank: FP8 weights as codes + block scales, everything else as bits.
+
+    Works for any layout: ranks are matched by Rank; a rank or parameter one side lacks is a mismatch.
+    """
     out = []
-    for prefix, la in a.linears.items():
-        lb = b.linears[prefix]
-        if la.fp8:
-            r = compare_fp8(la.weight, la.weight_scale_inv, lb.weight, lb.weight_scale_inv, la.block, prefix + ".weight")
-            blocks = r.block_mismatch_counts
-            listed = [[int(i), int(j), int(blocks[i, j])] for i, j in blocks.nonzero()[:MAX_LISTED_BLOCKS].tolist()] \
-                if blocks.numel() else []
-            fm = r.first_mismatch
-            out.append(TensorComparison(prefix + ".weight", "fp8", r.equal, r.n_code_mismatch, r.n_scale_mismatch,
-                                        r.n_elements, listed,
-                                        dict(fm.to_dict(), describe=fm.describe()) if fm else None,
-                                        dict(r.ulp_histogram)))
-            if la.weight_scale_inv_rows is not None:
-                out.append(_compare_bits(prefix + ".weight_scale_inv_rows", "scale_rows",
-                                         la.weight_scale_inv_rows, lb.weight_scale_inv_rows))
-        else:
-            out.append(_compare_bits(prefix + ".weight", "bf16", la.weight, lb.weight))
-    for name, t in a.plain.items():
-        out.append(_compare_bits(name, "bf16", t, b.plain[name]))
+    block = tuple(a.meta.get("block", (128, 128)))
+    for rank, pa in a.ranks.items():
+        pb = b.ranks.get(rank, {})
+        label = rank.label if len(a.ranks) > 1 else ""
+        for name, ta in pa.items():
+            if name.endswith("_scale_inv") and name[: -len("_scale_inv")] in pa \
+                    and pa[name[: -len("_scale_inv")]].dtype in FP8_DTYPES:
+                continue  # compared with its weight
+            tb = pb.get(name)
+            if tb is None or tuple(tb.shape) != tuple(ta.shape) or tb.dtype != ta.dtype:
+                c = TensorComparison(name, "missing" if tb is None else "shape", False, ta.numel(), 0, ta.numel(), [],
+                                     {"describe": f"{name}: other engine has "
+                                      + ("no such parameter" if tb is None else f"{tuple(tb.shape)} {tb.dtype}")})
+            elif ta.dtype in FP8_DTYPES and name + "_scale_inv" in pa:
+                c = _compare_fp8(name, ta, pa[name + "_scale_inv"], tb, pb[name + "_scale_inv"], block)
+            else:
+                kind = "scale_rows" if name.endswith("_scale_inv_rows") else "bf16"
+                c = _compare_bits(name, kind, ta, tb)
+            c.rank = label
+            out.append(c)
     return out
+
+
+def _compare_fp8(name, wa, sa, wb, sb, block) -> TensorComparison:
+    r = compare_fp8(wa, sa, wb, sb, block, name)
+    blocks = r.block_mismatch_counts
+    listed = [[int(i), int(j), int(blocks[i, j])] for i, j in blocks.nonzero()[:MAX_LISTED_BLOCKS].tolist()] \
+        if blocks.numel() else []
+    fm = r.first_mismatch
+    return TensorComparison(name, "fp8", r.equal, r.n_code_mismatch, r.n_scale_mismatch, r.n_elements, listed,
+                            dict(fm.to_dict(), describe=fm.describe()) if fm else None, dict(r.ulp_histogram))
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:

@@ -126,6 +126,21 @@ def scenario_roundtrip_small_buckets():
     checks.check_paths_bitwise_equal(r)
 
 
+def scenario_compare_states_every_rank():
+    """A difference on any rank of a sharded engine state is a mismatch naming that rank."""
+    import torch
+
+    from refit_verify.layout import Layout, Rank
+    from refit_verify.refit import run as R
+    from refit_verify.refit.engine import EngineState
+
+    w = torch.ones(2, 4, dtype=torch.bfloat16)
+    a = EngineState(Layout(tp=2), {Rank(tp=0): {"x.weight": w}, Rank(tp=1): {"x.weight": w}})
+    b = EngineState(Layout(tp=2), {Rank(tp=0): {"x.weight": w}, Rank(tp=1): {"x.weight": w * 2}})
+    bad = [(c.tensor, c.rank) for c in R.compare_states(a, b) if not c.equal]
+    assert bad == [("x.weight", "tp1.ep0.pp0")], f"expected the tp1 shard to differ, got {bad}"
+
+
 SCENARIOS = {name[len("scenario_"):]: fn for name, fn in globals().items() if name.startswith("scenario_")}
 
 

@@ -81,7 +81,19 @@ def _fp8_as_e5m2(original):
     return tensor_from_bytes
 
 
+def _first_rank_only(original):
+    def compare_states(a, b):
+        from refit_verify.refit.engine import EngineState
+
+        first = next(iter(a.ranks))
+        return original(EngineState(a.layout, {first: a.ranks[first]}, a.findings, a.meta), b)
+    return compare_states
+
+
 MUTANTS = [
+    Mutant("refit_compare_first_rank_only", "a sharded engine's state compared on rank 0 only: a wrong shard on "
+           "another tp/ep/pp rank goes unseen", {"refit_verify.refit.run:compare_states": _first_rank_only},
+           area="loader", killers=("suites/pr/test_engine_seam.py::test_compare_states_names_the_rank_that_differs",)),
     Mutant("refit_per_batch_detection", "NeMo-RL first revision: pre-quantized detected per batch by any _scale_inv "
            "name; a weight whose scale lands in the next bucket is re-quantized as BF16 (REFERENCE §5)",
            {"refit_verify.refit.loader:is_batch_prequantized": _per_batch_detection}, area="loader"),
@@ -113,6 +125,7 @@ MUTANTS = [
 ]
 
 KILLED_BY = {
+    "refit_compare_first_rank_only": ["compare_states_every_rank"],
     "refit_per_batch_detection": ["metadata_detection_with_split_scale"],
     "refit_router_first_layer_by_heuristic": ["loader_selection_moe_router"],
     "refit_ignore_substring": ["ignore_pattern_components"],
