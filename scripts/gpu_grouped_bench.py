@@ -5,31 +5,20 @@ Prints a markdown table; each figure is the median of device-event timings after
 
 from __future__ import annotations
 
-import statistics
 import sys
 
 import torch
 
 from refit_verify.fp8.kernels import quantize_triton
 from refit_verify.fp8.kernels.grouped import GroupedQuantizer
+from refit_verify.bench.timing import time_cuda
 from refit_verify.fp8.quantize import quantize
 
 LINEARS = [(4096, 4096), (1024, 4096), (1024, 4096), (4096, 4096), (14336, 4096), (14336, 4096), (4096, 14336)]
 
 
 def med_ms(fn, reps=50, warm=10):
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        ts.append(a.elapsed_time(b))
-    return statistics.median(ts)
+    return time_cuda(fn, reps=reps, warmup=warm)["median_ms"]
 
 
 def graph_ms(fn):
