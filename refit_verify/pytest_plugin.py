@@ -1,5 +1,10 @@
 """pytest plugin: hypothesis profiles, options that point the suites at a user's implementation,
-metrics collection into a refit-verify report, and a repro command for every failing test."""
+metrics collection into a refit-verify report, and a repro command for tests that use its fixtures.
+
+Installed through the pytest11 entry point it is loaded by every pytest run of the environment, so
+it does nothing to a project that does not use it: hypothesis profiles are registered but loaded
+only by our own suites (suites/conftest.py) or when a --refit-* option is given, and the reproduce
+section is added only to tests that request a refit-verify fixture."""
 
 from __future__ import annotations
 
@@ -9,20 +14,32 @@ import shlex
 import pytest
 
 
-def _register_hypothesis_profiles() -> None:
+def register_hypothesis_profiles() -> bool:
+    """Register ci/dev/nightly; False when hypothesis is absent (it is a test extra)."""
     try:
         from hypothesis import HealthCheck, settings
-    except ImportError:  # hypothesis is a test extra; the plugin must still load without it
-        return
+    except ImportError:
+        return False
     common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     settings.register_profile("ci", derandomize=True, max_examples=20, print_blob=True, **common)
     settings.register_profile("dev", max_examples=100, print_blob=True, **common)
     settings.register_profile("nightly", max_examples=1000, print_blob=True, **common)
-    default = "ci" if os.environ.get("CI") else "dev"
-    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", default))
+    return True
 
 
-_register_hypothesis_profiles()
+def load_hypothesis_profile() -> None:
+    """Load HYPOTHESIS_PROFILE (default ci under CI, else dev); for suites that opted in."""
+    if register_hypothesis_profiles():
+        from hypothesis import settings
+
+        settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+# fixtures that make a test "ours": only such tests get the reproduce section
+REFIT_FIXTURES = frozenset({"refit_seed", "refit_recipe", "refit_quantizer", "refit_exporter",
+                            "refit_loader", "refit_record"})
+# set by a conftest (ours: suites/conftest.py) whose every test should print a reproduce command
+REPRO_ALL = pytest.StashKey[bool]()
 
 # options that change what a test does, so they belong in its repro command
 _REPRO_OPTIONS = ("--refit-quantizer", "--refit-quantizer-kwargs", "--refit-against", "--refit-seed",
@@ -134,7 +151,14 @@ class _Collector:
 _KEY = pytest.StashKey[_Collector]() if hasattr(pytest, "StashKey") else None
 
 
+def _refit_option_given(config) -> bool:
+    return any(str(a).startswith("--refit-") for a in config.invocation_params.args)
+
+
 def pytest_configure(config):
+    if _refit_option_given(config):
+        register_hypothesis_profiles()
+        load_hypothesis_profile()
     out = config.getoption("refit_report", default=None)
     if out and _KEY is not None and not hasattr(config, "workerinput"):  # xdist: the controller writes
         config.stash[_KEY] = _Collector(out)
@@ -157,7 +181,8 @@ def refit_record(request):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    if rep.failed:
+    ours = item.config.stash.get(REPRO_ALL, False) or REFIT_FIXTURES & set(getattr(item, "fixturenames", ()))
+    if rep.failed and ours:
         rep.sections.append(("refit-verify: reproduce", repro_command(item.config, item.nodeid)))
 
 
@@ -203,7 +228,8 @@ def _short(report) -> str:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    failed = terminalreporter.stats.get("failed", [])
+    failed = [r for r in terminalreporter.stats.get("failed", [])
+              if any(title == "refit-verify: reproduce" for title, _ in getattr(r, "sections", []))]
     if failed:
         terminalreporter.section("refit-verify: reproduce failing tests")
         for rep in failed:
