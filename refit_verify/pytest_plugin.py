@@ -68,8 +68,23 @@ def hypothesis_profile() -> str:
         return os.environ.get("HYPOTHESIS_PROFILE", "")
 
 
-def repro_command(config, nodeid: str) -> str:
-    parts = ["python", "-m", "pytest", nodeid, "-p", "no:randomly"]
+def runnable_nodeid(config, nodeid: str, path=None) -> str:
+    """nodeid as a path that works from the invocation directory: relative when the test file lies
+    under it, else absolute (tests collected with --pyargs from an installed package)."""
+    from pathlib import Path
+
+    file, sep, rest = nodeid.partition("::")
+    path = Path(path if path is not None else Path(config.rootpath, file)).resolve()
+    here = Path(config.invocation_params.dir).resolve()
+    try:
+        shown = str(path.relative_to(here))
+    except ValueError:
+        shown = str(path)
+    return shown + sep + rest
+
+
+def repro_command(config, nodeid: str, path=None) -> str:
+    parts = ["python", "-m", "pytest", runnable_nodeid(config, nodeid, path), "-p", "no:randomly"]
     for opt in _REPRO_OPTIONS:
         value = config.getoption(opt.lstrip("-").replace("-", "_"), default=None)
         if value is not None and (opt != "--refit-against" or value != "vllm_per_block"):
@@ -183,7 +198,7 @@ def pytest_runtest_makereport(item, call):
     rep = outcome.get_result()
     ours = item.config.stash.get(REPRO_ALL, False) or REFIT_FIXTURES & set(getattr(item, "fixturenames", ()))
     if rep.failed and ours:
-        rep.sections.append(("refit-verify: reproduce", repro_command(item.config, item.nodeid)))
+        rep.sections.append(("refit-verify: reproduce", repro_command(item.config, item.nodeid, item.path)))
 
 
 def pytest_runtest_logreport(report):
@@ -233,7 +248,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if failed:
         terminalreporter.section("refit-verify: reproduce failing tests")
         for rep in failed:
-            terminalreporter.write_line(repro_command(config, rep.nodeid))
+            terminalreporter.write_line(next(text for title, text in rep.sections if title == "refit-verify: reproduce"))
     collector = config.stash.get(_KEY, None) if _KEY is not None else None
     if collector is not None:
         path = _write_report(config, collector, exitstatus)
