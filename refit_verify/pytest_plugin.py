@@ -1,5 +1,10 @@
 """pytest plugin: hypothesis profiles, options that point the suites at a user's implementation,
-metrics collection into a refit-verify report, and a repro command for every failing test."""
+metrics collection into a refit-verify report, and a repro command for tests that use its fixtures.
+
+Installed through the pytest11 entry point it is loaded by every pytest run of the environment, so
+it does nothing to a project that does not use it: hypothesis profiles are registered but loaded
+only by our own suites (suites/conftest.py) or when a --refit-* option is given, and the reproduce
+section is added only to tests that request a refit-verify fixture."""
 
 from __future__ import annotations
 
@@ -9,20 +14,32 @@ import shlex
 import pytest
 
 
-def _register_hypothesis_profiles() -> None:
+def register_hypothesis_profiles() -> bool:
+    """Register ci/dev/nightly; False when hypothesis is absent (it is a test extra)."""
     try:
         from hypothesis import HealthCheck, settings
-    except ImportError:  # hypothesis is a test extra; the plugin must still load without it
-        return
+    except ImportError:
+        return False
     common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     settings.register_profile("ci", derandomize=True, max_examples=20, print_blob=True, **common)
     settings.register_profile("dev", max_examples=100, print_blob=True, **common)
     settings.register_profile("nightly", max_examples=1000, print_blob=True, **common)
-    default = "ci" if os.environ.get("CI") else "dev"
-    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", default))
+    return True
 
 
-_register_hypothesis_profiles()
+def load_hypothesis_profile() -> None:
+    """Load HYPOTHESIS_PROFILE (default ci under CI, else dev); for suites that opted in."""
+    if register_hypothesis_profiles():
+        from hypothesis import settings
+
+        settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+# fixtures that make a test "ours": only such tests get the reproduce section
+REFIT_FIXTURES = frozenset({"refit_seed", "refit_recipe", "refit_quantizer", "refit_exporter",
+                            "refit_loader", "refit_record"})
+# set by a conftest (ours: suites/conftest.py) whose every test should print a reproduce command
+REPRO_ALL = pytest.StashKey[bool]()
 
 # options that change what a test does, so they belong in its repro command
 _REPRO_OPTIONS = ("--refit-quantizer", "--refit-quantizer-kwargs", "--refit-against", "--refit-seed",
@@ -51,8 +68,23 @@ def hypothesis_profile() -> str:
         return os.environ.get("HYPOTHESIS_PROFILE", "")
 
 
-def repro_command(config, nodeid: str) -> str:
-    parts = ["python", "-m", "pytest", nodeid, "-p", "no:randomly"]
+def runnable_nodeid(config, nodeid: str, path=None) -> str:
+    """nodeid as a path that works from the invocation directory: relative when the test file lies
+    under it, else absolute (tests collected with --pyargs from an installed package)."""
+    from pathlib import Path
+
+    file, sep, rest = nodeid.partition("::")
+    path = Path(path if path is not None else Path(config.rootpath, file)).resolve()
+    here = Path(config.invocation_params.dir).resolve()
+    try:
+        shown = str(path.relative_to(here))
+    except ValueError:
+        shown = str(path)
+    return shown + sep + rest
+
+
+def repro_command(config, nodeid: str, path=None) -> str:
+    parts = ["python", "-m", "pytest", runnable_nodeid(config, nodeid, path), "-p", "no:randomly"]
     for opt in _REPRO_OPTIONS:
         value = config.getoption(opt.lstrip("-").replace("-", "_"), default=None)
         if value is not None and (opt != "--refit-against" or value != "vllm_per_block"):
@@ -134,7 +166,14 @@ class _Collector:
 _KEY = pytest.StashKey[_Collector]() if hasattr(pytest, "StashKey") else None
 
 
+def _refit_option_given(config) -> bool:
+    return any(str(a).startswith("--refit-") for a in config.invocation_params.args)
+
+
 def pytest_configure(config):
+    if _refit_option_given(config):
+        register_hypothesis_profiles()
+        load_hypothesis_profile()
     out = config.getoption("refit_report", default=None)
     if out and _KEY is not None and not hasattr(config, "workerinput"):  # xdist: the controller writes
         config.stash[_KEY] = _Collector(out)
@@ -157,8 +196,9 @@ def refit_record(request):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    if rep.failed:
-        rep.sections.append(("refit-verify: reproduce", repro_command(item.config, item.nodeid)))
+    ours = item.config.stash.get(REPRO_ALL, False) or REFIT_FIXTURES & set(getattr(item, "fixturenames", ()))
+    if rep.failed and ours:
+        rep.sections.append(("refit-verify: reproduce", repro_command(item.config, item.nodeid, item.path)))
 
 
 def pytest_runtest_logreport(report):
@@ -203,11 +243,12 @@ def _short(report) -> str:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    failed = terminalreporter.stats.get("failed", [])
+    failed = [r for r in terminalreporter.stats.get("failed", [])
+              if any(title == "refit-verify: reproduce" for title, _ in getattr(r, "sections", []))]
     if failed:
         terminalreporter.section("refit-verify: reproduce failing tests")
         for rep in failed:
-            terminalreporter.write_line(repro_command(config, rep.nodeid))
+            terminalreporter.write_line(next(text for title, text in rep.sections if title == "refit-verify: reproduce"))
     collector = config.stash.get(_KEY, None) if _KEY is not None else None
     if collector is not None:
         path = _write_report(config, collector, exitstatus)

@@ -30,6 +30,11 @@ def _import_all_refit_modules():
 
 
 def pytest_configure(config):
+    # the installed plugin stays inert in other projects; our suites opt in to profiles and repro lines
+    from refit_verify import pytest_plugin
+
+    pytest_plugin.load_hypothesis_profile()
+    config.stash[pytest_plugin.REPRO_ALL] = True
     name = config.getoption("--refit-mutant")
     if not name:
         return

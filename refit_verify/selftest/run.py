@@ -39,6 +39,12 @@ class MutantRun:
         return bool(self.killed_by)
 
 
+def no_junit_error(returncode: int, output: str) -> str:
+    """Why a run left no junit file; never empty, even when pytest printed nothing."""
+    tail = output.strip()[-800:]
+    return f"pytest exit {returncode}, no junit written" + (f": {tail}" if tail else " and no output")
+
+
 def _parse_junit(path: Path) -> tuple[list[str], dict]:
     root = ET.parse(path).getroot()
     failed, ran = {}, []
@@ -66,7 +72,7 @@ def run_one(name: str, suites: list[str], area: str = "", bug_class: str = "", e
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HYPOTHESIS_PROFILE": "ci"})
         run = MutantRun(name, area, bug_class, seconds=round(time.monotonic() - t0, 1))
         if not junit.exists():
-            run.error = (proc.stdout + proc.stderr).strip().splitlines()[-1:] and (proc.stdout + proc.stderr)[-800:]
+            run.error = no_junit_error(proc.returncode, proc.stdout + proc.stderr)
             return run
         ran, failed = _parse_junit(junit)
         run.n_checks = len(ran)

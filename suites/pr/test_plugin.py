@@ -66,3 +66,35 @@ def test_bad_user_spec_is_a_usage_error(pytester):
     res = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--refit-quantizer", "nope_mod:f")
     assert "importing nope_mod failed" in res.stdout.str() + res.stderr.str()
     assert res.ret != 0
+
+
+PLAIN = textwrap.dedent('''
+    from hypothesis import given, settings, strategies as st
+
+    def test_profile_is_hypothesis_default():
+        assert settings._current_profile == "default"
+        assert settings.default.max_examples == 100 and not settings.default.derandomize
+
+    @given(st.integers())
+    def test_plain_failure(x):
+        assert False
+''')
+
+
+def test_plain_project_keeps_hypothesis_default_and_gets_no_repro_section(pytester):
+    # the plugin is loaded by its pytest11 entry point, in a project that never uses it
+    pytester.makepyfile(test_other=PLAIN)
+    res = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    res.assert_outcomes(passed=1, failed=1)
+    assert "refit-verify: reproduce" not in res.stdout.str()
+
+
+def test_a_refit_option_loads_our_profile(pytester):
+    pytester.makepyfile(test_other='''
+        from hypothesis import settings
+        def test_profile():
+            assert settings._current_profile in ("ci", "dev")
+    ''')
+    res = pytester.runpytest_subprocess("-p", "no:cacheprovider",
+                                        "--refit-seed", "3", "--refit-against", "nemo_rl")
+    res.assert_outcomes(passed=1)

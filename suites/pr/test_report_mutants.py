@@ -65,3 +65,10 @@ def test_mutant_is_killed(mutant, tmp_path):
             except Exception as exc:  # AssertionError mostly; any failure counts as a kill
                 killed.append(f"{type(exc).__name__}: {exc}"[:200])
     assert killed, f"mutant {mutant.name} survived every check"
+
+
+def test_a_run_without_junit_or_output_still_has_an_error():
+    from refit_verify.selftest.run import no_junit_error
+
+    assert no_junit_error(4, "") == "pytest exit 4, no junit written and no output"
+    assert no_junit_error(2, "boom\n").endswith(": boom")
