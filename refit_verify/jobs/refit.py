@@ -34,7 +34,13 @@ def model_source(ctx: JobContext):
     """(ModelConfig, {hf name: BF16 tensor}) from --model PATH or --config NAME (+ --layers)."""
     from refit_verify.model import load_config, synthesize_weights
 
-    if ctx.model_path:
+    from refit_verify.model.gguf import load_gguf, resolve_gguf
+
+    gguf_path = resolve_gguf(ctx.model_path) if ctx.model_path else None
+    if gguf_path is not None:  # a known packaged model name or a .gguf file: trained weights, dequantized
+        cfg, weights = load_gguf(gguf_path, ctx.model_path if not ctx.model_path.endswith(".gguf") else None,
+                                 layers=ctx.layers)
+    elif ctx.model_path:
         p = Path(ctx.model_path)
         if (p.is_dir() and any(p.glob("*.safetensors"))) or p.suffix == ".safetensors":
             from refit_verify.model.checkpoint import load_checkpoint

