@@ -20,13 +20,9 @@ timeout ${NIGHTLY_TIMEOUT:-300} $PY -m pytest suites/nightly -p refit_verify.pyt
 echo "nightly rc=${PIPESTATUS[0]} in $(( $(date +%s) - t0 )) s" | tee -a "$OUT/nightly.log"
 
 t0=$(date +%s)
-timeout ${MUTANT_TIMEOUT:-90} $PY - <<'PYEOF' 2>&1 | tail -5
-import json, os
-from refit_verify.selftest.mutants_gpu import run_mutants
-r = run_mutants("gpu", ["-p", "refit_verify.pytest_plugin", "-W", "ignore"])
-json.dump(r, open(os.environ["OUT"] + "/mutants_gpu.json", "w"), indent=1)
-print("GPU mutants killed:", r)
-PYEOF
+# each GPU-lane mutant against its nightly killers, one process per mutant (findings kept apart)
+REFIT_NIGHTLY_FINDINGS=$OUT/nightly_findings.json.mutants PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 \
+  timeout ${MUTANT_TIMEOUT:-300} $PY -m refit_verify.selftest.run --lane gpu --jobs 1 --out "$OUT/selftest_gpu" 2>&1 | tail -15
 echo "mutants in $(( $(date +%s) - t0 )) s"
 
 t0=$(date +%s)

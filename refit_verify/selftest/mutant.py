@@ -14,30 +14,41 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 
+# Where a killer runs, by the suite it lives in: "cpu" (this interpreter), "gpu" (needs CUDA),
+# "conformance" (needs the real vLLM: this interpreter if it has vllm, else the cached vLLM env).
+LANES = {"suites/nightly/": "gpu", "suites/conformance/": "conformance"}
+
+
+def lane_of(killer: str) -> str:
+    for prefix, lane in LANES.items():
+        if killer.startswith(prefix):
+            return lane
+    return "cpu"
+
+
 @dataclass(frozen=True)
 class Mutant:
     name: str
     bug_class: str  # what real bug this models, with its source (REFERENCE.md section / public issue)
     patches: dict = field(default_factory=dict)  # "module:attr" -> factory(original) -> replacement
-    area: str = "fp8"  # fp8 | exporter | transport | loader | model
-    needs: tuple = ()  # "cuda" / "vllm": killed only by suites that run where those exist
+    area: str = "fp8"  # the code area it breaks: fp8 | exporter | transport | loader | model | report | ...
+    needs: tuple = ()  # optional Python modules its killers need (e.g. "transformers"); skipped without
     # pytest node ids or test files ("suites/pr/test_loader.py::test_x") that must fail, by assertion
-    # or a refit-verify error, under this mutant; CI runs the mutant against these alone
+    # or a refit-verify error, under this mutant; the self-test runs the mutant against these alone.
+    # A killer under suites/nightly runs where CUDA is, one under suites/conformance with the real vLLM.
     killers: tuple = ()
 
-    def runnable_here(self) -> tuple[bool, str]:
-        for need in self.needs:
-            if need == "cuda":
-                import torch
+    def lanes(self) -> dict:
+        """{lane: [killers]} in declaration order."""
+        out: dict = {}
+        for k in self.killers:
+            out.setdefault(lane_of(k), []).append(k)
+        return out
 
-                if not torch.cuda.is_available():
-                    return False, "needs cuda"
-            elif need == "vllm":
-                import importlib.util
+    def missing_needs(self) -> list:
+        import importlib.util
 
-                if importlib.util.find_spec("vllm") is None:
-                    return False, "needs vllm"
-        return True, ""
+        return [n for n in self.needs if importlib.util.find_spec(n) is None]
 
     @contextlib.contextmanager
     def applied(self):

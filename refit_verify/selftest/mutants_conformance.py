@@ -1,19 +1,21 @@
 """Mutants the real-vLLM conformance suite (suites/conformance) must kill.
 
-They live in area "conformance": the PR kill matrix skips them (the PR suite has no vLLM to hold
-the reference against); suites/selftest/test_conformance_kill_matrix.py runs them in the `vllm`
-tox env, each against the conformance files named in TARGETS.
+Their killers live in suites/conformance, so the self-test runs them with an interpreter that has
+the real vLLM (`tox -e vllm`, or the cached env it builds); elsewhere they are reported not run.
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import functools
 
 import torch
 
 from refit_verify.selftest.mutant import Mutant
+
+_Q = "suites/conformance/test_quantizer_conformance.py"
+_L = "suites/conformance/test_loader_vllm_pins.py"
+_M = "suites/conformance/test_model_vllm_pins.py"
+_R = "suites/conformance/test_loader_conformance.py"
 
 P = "refit_verify.fp8.presets"
 V = "refit_verify.engine.vllm_cpu"
@@ -71,55 +73,41 @@ def _no_findings(original):
 MUTANTS = [
     Mutant("act_native_ue8m0_pow", "native activation UE8M0 as torch.pow(2, .) instead of vLLM's torch.exp2: "
            "NaN groups get the other NaN sign (found by this suite)",
-           _recipe("VLLM_ACT_GROUP_NATIVE_UE8M0", pow2="float_ceil"), area="conformance"),
+           _recipe("VLLM_ACT_GROUP_NATIVE_UE8M0", pow2="float_ceil"), area="conformance",
+           killers=(_Q,)),
     Mutant("act_native_refuses_partial_group", "native activation path assumed to need K % 128 == 0; vLLM "
            "zero-pads the last group (found by this suite)",
-           _recipe("VLLM_ACT_GROUP_NATIVE", padding="none"), area="conformance"),
+           _recipe("VLLM_ACT_GROUP_NATIVE", padding="none"), area="conformance",
+           killers=(_Q,)),
     Mutant("weight_ue8m0_bits_for_float", "vLLM weight UE8M0 modelled with DeepGEMM's bit rule "
            "(REFERENCE §3: differs one ulp above a power of two)",
-           _recipe("VLLM_PER_BLOCK_UE8M0", pow2="bits_ceil"), area="conformance"),
+           _recipe("VLLM_PER_BLOCK_UE8M0", pow2="bits_ceil"), area="conformance",
+           killers=(_Q,)),
     Mutant("weight_quantize_div", "x / sf instead of vLLM's x * (1/sf) (REFERENCE §3 operation order)",
-           _recipe("VLLM_PER_BLOCK", quantize_op="div"), area="conformance"),
+           _recipe("VLLM_PER_BLOCK", quantize_op="div"), area="conformance",
+           killers=(_Q,)),
     Mutant("engine_block_64", "engine quantization_config weight_block_size [64,64] while the trainer "
            "quantizes 128x128 (block-size mismatch between trainer and engine)",
-           {f"{V}:BLOCK": lambda original: [64, 64]}, area="conformance"),
+           {f"{V}:BLOCK": lambda original: [64, 64]}, area="conformance",
+           killers=(_L, _M,)),
     Mutant("driver_uint8_value_cast", "packed-transport uint8 bytes handed to load_weights as numbers "
            "(REFERENCE §5 view(uint8); tools/probe_vllm_cpu.py hazard)",
-           {f"{V}:_as_fp8": _value_cast_bytes}, area="conformance"),
+           {f"{V}:_as_fp8": _value_cast_bytes}, area="conformance",
+           killers=(_L, _M,)),
     Mutant("assume_vllm_quantizes_on_load", "harness assumes vLLM 0.33 quantizes BF16 on load (it value-casts): "
            "FP8-after against real vLLM would look healthy",
-           {f"{V}:load_weights_into": _pretend_online_quant}, area="conformance"),
+           {f"{V}:load_weights_into": _pretend_online_quant}, area="conformance",
+           killers=(_M,)),
     Mutant("ref_placement_exact", "reference loader swapped to the correct ('exact', per-row) placement mode: "
            "no longer reproduces vLLM's raise (64-row KV) nor its silent mis-scale (3072/192/128)",
-           {"refit_verify.refit.loader:EngineLinear.create": _exact_mode}, area="conformance"),
+           {"refit_verify.refit.loader:EngineLinear.create": _exact_mode}, area="conformance",
+           killers=(_R,)),
     Mutant("ref_placement_no_raise", "reference 'vllm' placement writes blocks by first-row owner instead of "
            "vLLM's ceil-rounded narrow: same bytes where it loads, but vLLM's raise is not reproduced",
-           {"refit_verify.refit.placement:place_scale_vllm": _place_exact}, area="conformance"),
+           {"refit_verify.refit.placement:place_scale_vllm": _place_exact}, area="conformance",
+           killers=(_R,)),
     Mutant("vllm_refit_hides_no_online_quant", "run --engine vllm reports FP8-after against stock vLLM as "
            "healthy (no finding for the value-cast BF16)",
-           {"refit_verify.engine.vllm_refit:no_online_quant_findings": _no_findings}, area="conformance"),
+           {"refit_verify.engine.vllm_refit:no_online_quant_findings": _no_findings}, area="conformance",
+           killers=(_R,)),
 ]
-
-# mutant -> conformance files that must kill it (each run stops at the first failure)
-_Q = "suites/conformance/test_quantizer_conformance.py"
-_L = "suites/conformance/test_loader_vllm_pins.py"
-_M = "suites/conformance/test_model_vllm_pins.py"
-_R = "suites/conformance/test_loader_conformance.py"
-TARGETS = {
-    "act_native_ue8m0_pow": [_Q],
-    "act_native_refuses_partial_group": [_Q],
-    "weight_ue8m0_bits_for_float": [_Q],
-    "weight_quantize_div": [_Q],
-    "engine_block_64": [_L, _M],
-    "driver_uint8_value_cast": [_L, _M],
-    "assume_vllm_quantizes_on_load": [_M],
-    "ref_placement_exact": [_R],
-    "ref_placement_no_raise": [_R],
-    "vllm_refit_hides_no_online_quant": [_R],
-}
-
-# mutant -> module it needs (the reference pipeline, branch refit): skipped, with the reason, until present
-NEEDS = {"ref_placement_exact": "refit_verify.refit.loader", "ref_placement_no_raise": "refit_verify.refit.placement", "vllm_refit_hides_no_online_quant": "refit_verify.refit.run"}
-
-# Only suites run against the real vLLM can kill these; the CPU kill matrix lists them as not run.
-MUTANTS = [dataclasses.replace(m, needs=("vllm",)) for m in MUTANTS]

@@ -1,8 +1,7 @@
 """Mutants for the fast paths: the kernel spec, the emulation, the Triton launch, the streaming verifier.
 
-`KILLERS` names, for each mutant, the test that must fail under it and where it runs: "cpu"
-(suites/pr, every PR) or "gpu" (suites/nightly; `run_gpu_mutants` is called by
-tools/gpu_nightly.sh and writes whether each was killed).
+Killers under suites/pr run on every PR; those under suites/nightly run where CUDA is
+(tools/gpu_nightly.sh: `refit-verify selftest --lane gpu`).
 """
 
 from __future__ import annotations
@@ -12,6 +11,9 @@ import dataclasses
 import torch
 
 from refit_verify.selftest.mutant import Mutant
+
+PR = "suites/pr/test_kernels_emulation.py"
+NIGHTLY = "suites/nightly/test_triton_exact.py"
 
 
 def _float_equal_codes(orig):
@@ -69,74 +71,32 @@ def _edge_value_off_by_one(orig):
 
 MUTANTS = [
     Mutant("verifier_compares_fp8_as_float", "fp8 compared as floats hides -0/+0 (ARCHITECTURE: compare bytes)",
-           {"refit_verify.compare.stream:code_bytes": _float_equal_codes}, area="verifier"),
+           {"refit_verify.compare.stream:code_bytes": _float_equal_codes}, area="verifier",
+           killers=(PR + "::test_verifier_sees_signed_zero",)),
     Mutant("verifier_ignores_scales", "scale_inv not compared: 1-ulp scale differences pass (REFERENCE §3 nemo vs vllm)",
            {"refit_verify.compare.stream:scale_bits": lambda o: (lambda s: torch.zeros(s.shape, dtype=torch.int32, device=s.device))},
-           area="verifier"),
+           area="verifier",
+           killers=(PR + "::test_verifier_sees_scale_only_difference",)),
     Mutant("verifier_skips_last_tensor", "off-by-one in the stream: the last tensor (lm_head side) never checked",
-           {"refit_verify.compare.stream:verify_stream": _skip_last}, area="verifier"),
+           {"refit_verify.compare.stream:verify_stream": _skip_last}, area="verifier",
+           killers=(PR + "::test_verifier_checks_last_tensor",)),
     Mutant("kernel_assumes_true_division", "CUDA torch computes a/448 as a*(1/448); assuming division breaks parity",
-           {"refit_verify.fp8.kernels.spec:device_semantics": _flip("div_recip")}, area="fp8"),
+           {"refit_verify.fp8.kernels.spec:device_semantics": _flip("div_recip")}, area="fp8",
+           killers=(PR + "::test_emulation_matches_reference", NIGHTLY + "::test_kernel_bit_exact",)),
     Mutant("kernel_wrong_cast_overflow_rule", "torch 2.11 casts >=464 to NaN, 2.13 CPU saturates (REFERENCE §3)",
-           {"refit_verify.fp8.kernels.spec:device_semantics": _flip("cast_nan")}, area="fp8"),
+           {"refit_verify.fp8.kernels.spec:device_semantics": _flip("cast_nan")}, area="fp8",
+           killers=(PR + "::test_emulated_cast_matches_torch", NIGHTLY + "::test_cast_helper_dense",)),
     Mutant("kernel_zero_pads_nemo", "NeMo pads with x[-1,-1], not zeros (REFERENCE §3 edge-pad example)",
-           {"refit_verify.fp8.kernels.spec:kernel_spec": _zero_pad_for_nemo}, area="fp8"),
+           {"refit_verify.fp8.kernels.spec:kernel_spec": _zero_pad_for_nemo}, area="fp8",
+           killers=(PR + "::test_emulation_matches_reference", NIGHTLY + "::test_kernel_bit_exact",)),
     Mutant("emulation_amax_drops_nan", "a float max reduction drops NaN (tl.max does)",
-           {"refit_verify.fp8.kernels.emulate:amax_bits": _nan_dropping_amax}, area="fp8"),
+           {"refit_verify.fp8.kernels.emulate:amax_bits": _nan_dropping_amax}, area="fp8",
+           killers=(PR + "::test_emulation_matches_reference",)),
     Mutant("triton_float_amax", "the Triton kernel reduces amax with tl.max on floats: NaN blocks get finite scales",
            {"refit_verify.fp8.kernels.triton_block:DEFAULT_LAUNCH":
-            lambda o: {**o, "float_amax": True}}, area="fp8", needs=("cuda",)),
+            lambda o: {**o, "float_amax": True}}, area="fp8",
+           killers=(NIGHTLY + "::test_kernel_nan_block_propagates",)),
     Mutant("grouped_edge_value_off_by_one", "grouped work table points NeMo's pad value one element early",
-           {"refit_verify.fp8.kernels.grouped:_table": _edge_value_off_by_one}, area="fp8", needs=("cuda",),
+           {"refit_verify.fp8.kernels.grouped:_table": _edge_value_off_by_one}, area="fp8",
            killers=("suites/nightly/test_grouped_exact.py::test_grouped_matches_reference",)),
 ]
-
-PR = "suites/pr/test_kernels_emulation.py"
-NIGHTLY = "suites/nightly/test_triton_exact.py"
-KILLERS = {
-    "verifier_compares_fp8_as_float": ("cpu", PR + "::test_verifier_sees_signed_zero"),
-    "verifier_ignores_scales": ("cpu", PR + "::test_verifier_sees_scale_only_difference"),
-    "verifier_skips_last_tensor": ("cpu", PR + "::test_verifier_checks_last_tensor"),
-    "kernel_assumes_true_division": ("cpu", PR + "::test_emulation_matches_reference"),
-    "kernel_wrong_cast_overflow_rule": ("cpu", PR + "::test_emulated_cast_matches_torch"),
-    "kernel_zero_pads_nemo": ("cpu", PR + "::test_emulation_matches_reference"),
-    "emulation_amax_drops_nan": ("cpu", PR + "::test_emulation_matches_reference"),
-    "triton_float_amax": ("gpu", NIGHTLY + "::test_kernel_nan_block_propagates"),
-    "grouped_edge_value_off_by_one": ("gpu", "suites/nightly/test_grouped_exact.py::test_grouped_matches_reference"),
-}
-GPU_ALSO = {  # CPU-killed mutants that must also fail the GPU tests
-    "kernel_assumes_true_division": NIGHTLY + "::test_kernel_bit_exact",
-    "kernel_wrong_cast_overflow_rule": NIGHTLY + "::test_cast_helper_dense",
-    "kernel_zero_pads_nemo": NIGHTLY + "::test_kernel_bit_exact",
-}
-
-
-def run_mutants(where: str = "gpu", extra_args=()) -> dict:
-    """Apply each mutant and run its killing test in-process; {name: killed}. Clears kernel caches."""
-    import pytest
-
-    from refit_verify.fp8.kernels import spec
-
-    out = {}
-    by_name = {m.name: m for m in MUTANTS}
-    jobs = [(n, t) for n, (w, t) in KILLERS.items() if w == where]
-    if where == "gpu":
-        jobs += list(GPU_ALSO.items())
-    import sys
-
-    def clear():
-        spec._SEMANTICS_CACHE.clear()
-        tb = sys.modules.get("refit_verify.fp8.kernels.triton_block")
-        if tb is not None:
-            tb._SPECS.clear()
-
-    import os
-
-    os.environ["REFIT_NIGHTLY_FINDINGS"] = os.environ.get("REFIT_NIGHTLY_FINDINGS", "reports/x.json") + ".mutants"
-    for name, test in jobs:
-        clear()
-        with by_name[name].applied():
-            rc = pytest.main([test, "-q", "-x", "-p", "no:cacheprovider", "--no-header", *extra_args])
-        clear()
-        out[f"{name} -> {test}"] = rc != 0
-    return out

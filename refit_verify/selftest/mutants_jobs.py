@@ -1,6 +1,6 @@
 """Mutants of the run jobs (refit_pipeline, refit_hazards, logits_drift) and of `check --exporter`.
 
-suites/pr/test_jobs.py (KILLERS) proves each one makes at least one of its checks fail.
+Each names the check of suites/pr/test_jobs.py that fails under it.
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import functools
 
 from refit_verify.selftest.mutant import Mutant
+
+J = "suites/pr/test_jobs.py"
 
 
 def _self_compare(original):
@@ -50,15 +52,20 @@ def _names_only(original):
 MUTANTS = [
     Mutant("pipeline_job_self_compare", "refit_pipeline compares the FP8-before store with itself: every "
            "per-tensor row and heatmap shows zero drift whatever the engine got",
-           {"refit_verify.jobs.refit:store_bitwise": _self_compare}, area="jobs"),
+           {"refit_verify.jobs.refit:store_bitwise": _self_compare}, area="jobs",
+           killers=(J + "::test_refit_pipeline_recipe_drift_fails_with_heatmap_and_repro",)),
     Mutant("hazards_job_never_checks", "refit_hazards lists findings but never checks the expected hazards "
            "were detected (a loader that stops reporting misplaced scales stays green)",
-           {"refit_verify.jobs.refit:hazard_mismatch": _no_hazard_check}, area="jobs"),
+           {"refit_verify.jobs.refit:hazard_mismatch": _no_hazard_check}, area="jobs",
+           killers=(J + "::test_refit_hazards_expected_detected_and_undetected_fails",)),
     Mutant("logits_same_engine", "logits_drift builds both FP8 models from the FP8-before engine: "
            "before-vs-after parity can never fail", {"refit_verify.jobs.model:engine_params": _same_engine},
-           area="jobs"),
+           area="jobs",
+           killers=(J + "::test_logits_drift_sees_before_after_difference",)),
     Mutant("dump_without_scales", "engine dump for `diff` omits weight_scale_inv (scales never compared)",
-           {"refit_verify.jobs.refit:dump_fp8_store": _dump_without_scales}, area="jobs"),
+           {"refit_verify.jobs.refit:dump_fp8_store": _dump_without_scales}, area="jobs",
+           killers=(J + "::test_diff_of_pipeline_dumps",)),
     Mutant("exporter_check_names_only", "check --exporter compares names, shapes and dtypes, not bytes",
-           {"refit_verify.refit.usercheck:_compare": _names_only}, area="jobs"),
+           {"refit_verify.refit.usercheck:_compare": _names_only}, area="jobs",
+           killers=(J + "::test_check_exporter",)),
 ]

@@ -124,8 +124,5 @@ MUTANTS = [
     Mutant("refit_not_applied", "engine keeps the weights it first loaded; later refits are lost",
            {"refit_verify.model.weights:build_engine_params": _stale_engine}, "model"),
     Mutant("rope_wrong_half", "RoPE rotate-half without swapping halves",
-           {"refit_verify.model.llama:apply_rope": _rope_wrong_half}, "model"),
+           {"refit_verify.model.llama:apply_rope": _rope_wrong_half}, "model", needs=("transformers",)),
 ]
-
-# Mutants only an optional dependency's check can kill: the selftest skips them with this reason.
-REQUIRES = {"rope_wrong_half": "transformers"}

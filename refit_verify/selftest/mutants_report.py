@@ -1,6 +1,6 @@
 """Mutants of the report/CLI layer: each models a way a harness lies to its users.
 
-suites/pr/test_report_mutants.py proves each one makes at least one report check fail.
+Each names the report checks (suites/pr) that fail under it.
 """
 
 from __future__ import annotations
@@ -8,6 +8,9 @@ from __future__ import annotations
 import functools
 
 from refit_verify.selftest.mutant import Mutant
+
+G, D = "suites/pr/test_report_gate.py", "suites/pr/test_report_diff.py"
+R, C = "suites/pr/test_cli_run.py", "suites/pr/test_cli_check.py"
 
 
 def _no_regressions(original):
@@ -86,19 +89,27 @@ def _check_exit_zero(original):
 MUTANTS = [
     Mutant("gate_ignores_regressions", "gate compares only absolute limits; a 3 dB SQNR drop inside the "
            "limit passes review (regression gating)", {"refit_verify.report.gate:find_regressions": _no_regressions},
-           area="report"),
+           area="report",
+           killers=(G + "::test_regression_against_baseline", G + "::test_lost_coverage_is_a_regression",)),
     Mutant("gate_nan_passes", "threshold written as `value > max`: NaN figures (a NaN-poisoned refit) pass",
-           {"refit_verify.report.policy:violates": _naive_violates}, area="report"),
+           {"refit_verify.report.policy:violates": _naive_violates}, area="report",
+           killers=(G + "::test_nan_figure_never_passes",)),
     Mutant("gate_ignores_incomplete", "a run killed half-way (CI timeout) gates green on the jobs it did finish",
-           {"refit_verify.report.gate:check_status": lambda original: (lambda report, policy: [])}, area="report"),
+           {"refit_verify.report.gate:check_status": lambda original: (lambda report, policy: [])}, area="report",
+           killers=(G + "::test_incomplete_or_failed_report_fails",)),
     Mutant("diff_float_compare", "fp8 compared as float values instead of bytes: -0 == +0 and NaN != NaN "
-           "(REFERENCE §2: NaN = 0x7F/0xFF)", {"refit_verify.compare.diff:compare_fp8": _float_compare}, area="report"),
+           "(REFERENCE §2: NaN = 0x7F/0xFF)", {"refit_verify.compare.diff:compare_fp8": _float_compare}, area="report",
+           killers=(D + "::test_signed_zero_is_drift_and_equal_nan_payload_is_not",)),
     Mutant("diff_ignores_orphans", "missing or orphan _scale_inv silently skipped (REFERENCE §5: a scale in the "
-           "next batch)", {"refit_verify.compare.diff:pair_tensors": _drop_pairing_issues}, area="report"),
+           "next batch)", {"refit_verify.compare.diff:pair_tensors": _drop_pairing_issues}, area="report",
+           killers=(D + "::test_malformed_inputs_are_issues_naming_the_tensor",)),
     Mutant("run_swallows_job_errors", "a job that raises is reported as passing",
-           {"refit_verify.jobs:run_one": _swallow_errors}, area="report"),
+           {"refit_verify.jobs:run_one": _swallow_errors}, area="report",
+           killers=(R + "::test_job_exception_becomes_error_and_report_is_written",)),
     Mutant("interrupted_report_complete", "an interrupted run's report claims status complete",
-           {"refit_verify.report.document:ReportWriter.finish": _always_complete}, area="report"),
+           {"refit_verify.report.document:ReportWriter.finish": _always_complete}, area="report",
+           killers=(R + "::test_interrupt_leaves_incomplete_report",)),
     Mutant("check_exit_zero", "`check` prints the mismatch but exits 0, so CI stays green",
-           {"refit_verify.cli:cmd_check": _check_exit_zero}, area="report"),
+           {"refit_verify.cli:cmd_check": _check_exit_zero}, area="report",
+           killers=(C + "::test_wrong_quantizer_exits_1_and_names_first_mismatch",)),
 ]

@@ -1,0 +1,76 @@
+"""The self-test runner counts a kill only when a declared killer fails by assertion or a
+refit-verify error; a killer that crashes (TypeError, KeyError, ImportError...) is no kill."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from refit_verify.selftest.mutant import Mutant, lane_of
+from refit_verify.selftest.run import classify, no_junit_error, run_mutant
+
+CONFTEST = '''
+def pytest_addoption(parser):
+    parser.addoption("--refit-mutant", default=None)
+'''
+CRASH = '''
+def test_crashes():
+    {}["missing"]
+
+def test_type_error():
+    len(3)
+'''
+ASSERTS = '''
+import pytest
+from refit_verify.errors import LoadError
+
+def test_asserts():
+    assert 1 == 2
+
+def test_refit_error():
+    raise LoadError("scale block (0, 1) of w not written")
+
+def test_expected_raise_missing():
+    with pytest.raises(ValueError):
+        pass
+'''
+
+
+@pytest.mark.parametrize("message,expected", [
+    ("AssertionError: assert 1 == 2", ("assert", "AssertionError")),
+    ("Failed: DID NOT RAISE <class 'ValueError'>", ("assert", "Failed")),
+    ("refit_verify.errors.ShardPlacementError: rows 64..127", ("assert", "ShardPlacementError")),
+    ("TypeError: object of type 'int' has no len()", ("crash", "TypeError")),
+    ("KeyError: 'missing'", ("crash", "KeyError")),
+    ('failed on setup with "ImportError: cannot import name x"', ("crash", "ImportError")),
+    ('failed on setup with "AssertionError: fixture check"', ("assert", "AssertionError")),
+])
+def test_classify_failure_message(message, expected):
+    assert classify(message) == expected
+
+
+def test_crash_only_mutant_is_not_killed(tmp_path, monkeypatch):
+    (tmp_path / "conftest.py").write_text(CONFTEST)
+    (tmp_path / "test_crash.py").write_text(textwrap.dedent(CRASH))
+    (tmp_path / "test_asserts.py").write_text(textwrap.dedent(ASSERTS))
+    monkeypatch.chdir(tmp_path)
+    crash_only = run_mutant(Mutant("crash_only", "a mutant that only crashes its killer", killers=("test_crash.py",)))
+    assert crash_only.n_checks == 2 and not crash_only.error, crash_only
+    assert not crash_only.killed, crash_only
+    assert crash_only.verdict == "SURVIVED (killer crashed: KeyError, TypeError)"
+    real = run_mutant(Mutant("asserting", "a mutant its killers catch", killers=("test_asserts.py",)))
+    assert sorted(t.split("::")[-1] for t in real.killed_by) == [
+        "test_asserts", "test_expected_raise_missing", "test_refit_error"], real
+    assert real.verdict == "KILLED"
+
+
+def test_killer_lanes():
+    assert lane_of("suites/pr/test_loader.py::test_x") == "cpu"
+    assert lane_of("suites/nightly/test_triton_exact.py") == "gpu"
+    assert lane_of("suites/conformance/test_loader_conformance.py") == "conformance"
+
+
+def test_a_run_without_junit_or_output_still_has_an_error():
+    assert no_junit_error(4, "") == "pytest exit 4, no junit written and no output"
+    assert no_junit_error(2, "boom\n").endswith(": boom")
