@@ -50,6 +50,10 @@ def _names_only(original):
 
 
 MUTANTS = [
+    Mutant("cuda_parity_never_fails", "cuda_parity lists CPU/CUDA byte differences but never fails, even "
+           "for presets measured bit-identical on both (REFERENCE §3: parity is to be tested, not assumed)",
+           {"refit_verify.jobs.builtin:parity_failure": lambda original: (lambda *a, **k: None)}, area="jobs",
+           killers=("suites/pr/test_cuda_parity.py::test_measured_parity_lost_fails_naming_preset_and_case",)),
     Mutant("pipeline_job_self_compare", "refit_pipeline compares the FP8-before store with itself: every "
            "per-tensor row and heatmap shows zero drift whatever the engine got",
            {"refit_verify.jobs.refit:store_bitwise": _self_compare}, area="jobs",
