@@ -74,3 +74,14 @@ def test_killer_lanes():
 def test_a_run_without_junit_or_output_still_has_an_error():
     assert no_junit_error(4, "") == "pytest exit 4, no junit written and no output"
     assert no_junit_error(2, "boom\n").endswith(": boom")
+
+
+def test_never_failed_counts_assertion_failures_and_lists_unreachable_apart():
+    from refit_verify.selftest.run import BASELINE, MutantRun, load_unreachable, never_failed
+
+    base = MutantRun(BASELINE, checks=["a.py::t1", "a.py::t2[x]", "a.py::t3", "p.py::t4"])
+    runs = [MutantRun("m1", failed_by_assert=["a.py::t1"], crashed={"a.py::t3": "TypeError: x"})]
+    left, listed = never_failed(base, runs, {"p.py": "runs in a subprocess", "a.py::t2": "why"})
+    assert left == ["a.py::t3"]  # failed only by a crash: still never failed
+    assert listed == {"a.py::t2[x]": "why", "p.py::t4": "runs in a subprocess"}
+    assert all(reason.strip() for reason in load_unreachable().values())
