@@ -43,8 +43,9 @@ def _refit_error_names() -> set:
     return {n for n, v in vars(errors).items() if isinstance(v, type) and issubclass(v, errors.RefitVerifyError)}
 
 
-def classify(message: str) -> tuple[str, str]:
-    """("assert" | "crash", exception name) of a junit failure message's first line."""
+def classify(message: str, body: str = "") -> tuple[str, str]:
+    """("assert" | "crash", exception name) of a junit failure message's first line; an exception
+    group (hypothesis' several distinct failures) is an assertion when every member in `body` is."""
     first = (message or "").strip().splitlines()[0] if (message or "").strip() else ""
     m = _EXC_NAME.match(first)
     name = m.group(1) if m else (first.split(" ", 1)[0] or "unknown")
@@ -53,6 +54,12 @@ def classify(message: str) -> tuple[str, str]:
         return "assert", short
     if first.startswith("assert "):  # some pytest versions drop the AssertionError prefix
         return "assert", "AssertionError"
+    if short.endswith("ExceptionGroup"):
+        members = re.findall(r"^\S*\s*\|\s+([A-Za-z_][\w.]*)(?::|$)", body, re.M)
+        members = [n for n in members if not n.endswith("ExceptionGroup")]
+        kinds = {classify(f"{n}:")[0] for n in members}
+        if kinds == {"assert"}:
+            return "assert", f"{short}({', '.join(sorted({n.rsplit('.', 1)[-1] for n in members}))})"
     return "crash", name
 
 
@@ -116,7 +123,7 @@ def parse_junit(path: Path) -> tuple[list[str], dict]:
         bad = case.find("error") if bad is None else bad
         if bad is not None:
             message = (bad.get("message") or bad.text or "").strip()
-            kind, exc = classify(message)
+            kind, exc = classify(message, bad.text or "")
             failed[test_id] = (kind, exc, (message.splitlines() or [""])[0][:300])
     return ran, failed
 

@@ -50,6 +50,13 @@ def test_classify_failure_message(message, expected):
     assert classify(message) == expected
 
 
+def test_exception_group_is_an_assertion_only_when_every_member_is():
+    head = "ExceptionGroup: Hypothesis found 2 distinct failures. (2 sub-exceptions)"
+    body = "  | ExceptionGroup: Hypothesis found 2\n    | AssertionError: assert 1.0 == inf\n    | {}: boom\n"
+    assert classify(head, body.format("refit_verify.errors.LoadError")) == ("assert", "ExceptionGroup(AssertionError, LoadError)")
+    assert classify(head, body.format("KeyError"))[0] == "crash"
+
+
 def test_crash_only_mutant_is_not_killed(tmp_path, monkeypatch):
     (tmp_path / "conftest.py").write_text(CONFTEST)
     (tmp_path / "test_crash.py").write_text(textwrap.dedent(CRASH))
