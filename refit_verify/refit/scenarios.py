@@ -1,5 +1,5 @@
 """Small reference runs, each ending in checks. All pass on the reference; each self-test mutant
-of the refit area fails at least one (see selftest/mutants_refit.py KILLED_BY).
+of the refit area fails at least one (each refit mutant in selftest/mutants_refit.py names its scenario as a killer).
 
 Every scenario is deterministic (synthetic weights, seed 0) and takes about a second on CPU.
 """

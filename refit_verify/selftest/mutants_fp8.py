@@ -8,6 +8,16 @@ import torch
 
 from refit_verify.selftest.mutant import Mutant
 
+# killer files
+HAND = "suites/pr/test_fp8_golden_hand.py"
+GOLDEN = "suites/pr/test_fp8_golden_vllm.py"
+CROSS = "suites/pr/test_fp8_cross_recipe.py"
+TE = "suites/pr/test_te_reference.py"
+PROPS = "suites/pr/test_fp8_properties.py"
+BAD = "suites/pr/test_fp8_bad_input.py"
+CHECK = "suites/pr/test_check_quantizer.py"
+CMP = "suites/pr/test_compare.py"
+
 P = "refit_verify.fp8.presets"
 Q = "refit_verify.fp8.quantize"
 
@@ -80,38 +90,52 @@ def _first_mismatch_wrong_block(original):
 
 MUTANTS = [
     Mutant("edge_value_padding", "vLLM recipe padded with x[-1,-1] like NeMo-RL (REFERENCE §3 padding)",
-           _recipe("VLLM_PER_BLOCK", padding="edge")),
+           _recipe("VLLM_PER_BLOCK", padding="edge"),
+           killers=(HAND + "::test_codes_and_scales_match_hand_derivation", GOLDEN + "::test_matches_real_vllm",)),
     Mutant("no_amax_floor", "amax floor dropped: 0/0 on zero blocks gives NaN scales (REFERENCE §3)",
-           _recipe("VLLM_PER_BLOCK", amax_floor=None)),
+           _recipe("VLLM_PER_BLOCK", amax_floor=None),
+           killers=(HAND + "::test_codes_and_scales_match_hand_derivation", GOLDEN + "::test_matches_real_vllm",)),
     Mutant("max_over_amax_overflow", "scale as 448/a without the zero/inf fix-ups: tiny blocks overflow s "
            "to inf, stored scale 0, zeros become NaN (REFERENCE §3 tiny blocks)",
-           _recipe("NEMO_RL", zero_amax_scale_one=False, inf_scale="propagate", clamp=False)),
+           _recipe("NEMO_RL", zero_amax_scale_one=False, inf_scale="propagate", clamp=False),
+           killers=(HAND + "::test_codes_and_scales_match_hand_derivation",)),
     Mutant("nan_silently_zeroed", "nan_to_num before amax hides NaN weights (NeMo-RL later revision)",
-           _recipe("VLLM_PER_BLOCK", nan_policy="zero")),
+           _recipe("VLLM_PER_BLOCK", nan_policy="zero"),
+           killers=(GOLDEN + "::test_matches_real_vllm",)),
     Mutant("inf_clamped", "Inf clamped to +-448 before quantizing instead of poisoning its block",
-           _pre_blocks(_clamp_inf)),
+           _pre_blocks(_clamp_inf),
+           killers=(GOLDEN + "::test_matches_real_vllm", TE + "::test_te_presets_match_te_reference_semantics",)),
     Mutant("te_two_rounding_scale", "TE scale as 448/amax (reciprocal then multiply) instead of torch.div",
            _recipe("TRANSFORMER_ENGINE", scale_form="scale"),
-           killers=("suites/pr/test_te_reference.py::test_te_presets_match_te_reference_semantics",)),
+           killers=(TE + "::test_te_presets_match_te_reference_semantics",)),
     Mutant("te_fp32_max_for_inf_scale", "TE inf scale replaced by FLT_MAX, not the input dtype's max",
            _recipe("TRANSFORMER_ENGINE", inf_scale="fmax"),
-           killers=("suites/pr/test_te_reference.py::test_te_presets_match_te_reference_semantics",)),
+           killers=(TE + "::test_te_presets_match_te_reference_semantics",)),
     Mutant("scale_stored_as_s", "stores the multiplier s instead of scale_inv = 1/s",
-           {f"{Q}:_scales": _scales_stored_as_multiplier}),
+           {f"{Q}:_scales": _scales_stored_as_multiplier},
+           killers=(HAND + "::test_known_literal_bytes", GOLDEN + "::test_matches_real_vllm",)),
     Mutant("div_instead_of_mul_reciprocal", "x / sf instead of x * (1/sf): operation order flips codes",
-           _recipe("VLLM_PER_BLOCK", quantize_op="div")),
+           _recipe("VLLM_PER_BLOCK", quantize_op="div"),
+           killers=(GOLDEN + "::test_matches_real_vllm",)),
     Mutant("pow2_one_side", "NeMo pow2 option silently off while vLLM uses UE8M0",
-           _recipe("NEMO_RL_POW2", pow2="none")),
+           _recipe("NEMO_RL_POW2", pow2="none"),
+           killers=(CROSS + "::test_pow2_nemo_and_vllm_are_bit_identical",)),
     Mutant("ue8m0_float_for_bits", "DeepGEMM's bit-based UE8M0 replaced by float 2**ceil(log2)",
-           {"refit_verify.fp8.format:ue8m0_ceil_bits": _ue8m0_float_for_bits}),
+           {"refit_verify.fp8.format:ue8m0_ceil_bits": _ue8m0_float_for_bits},
+           killers=(CROSS + "::test_no_preset_aliases_another", PROPS + "::test_ue8m0_float_and_bit_rounding",)),
     Mutant("scale_transposed", "scale grid written transposed (row-major vs column-major confusion)",
-           _wrap_blocks(_transposed_scales)),
+           _wrap_blocks(_transposed_scales),
+           killers=(GOLDEN + "::test_matches_real_vllm", CROSS + "::test_nemo_vs_vllm_one_ulp_scales_and_rare_code_flips",)),
     Mutant("floor_div_scale_grid", "ceil-div replaced by floor-div: partial blocks lose their scale",
-           _wrap_blocks(_floor_div_scales)),
+           _wrap_blocks(_floor_div_scales),
+           killers=(CROSS + "::test_edge_padding_changes_last_block_row_and_column_scales", TE + "::test_te_presets_match_te_reference_semantics",)),
     Mutant("block_shape_swapped", "(block_m, block_n) swapped: visible only for non-square blocks",
-           _pre_blocks(_swap_block)),
+           _pre_blocks(_swap_block),
+           killers=(CROSS + "::test_no_preset_aliases_another", BAD + "::test_native_activation_path_zero_pads_a_partial_group",)),
     Mutant("fp8_compared_as_floats", "comparison on float values: NaN != NaN, -0 == +0",
-           {"refit_verify.fp8.format:codes": _codes_as_floats}, area="compare"),
+           {"refit_verify.fp8.format:codes": _codes_as_floats}, area="compare",
+           killers=(HAND + "::test_known_literal_bytes", CHECK + "::test_correct_quantizer_passes_every_case",)),
     Mutant("first_mismatch_wrong_block", "first-mismatch locator uses the wrong block geometry",
-           {"refit_verify.compare.bitwise:_first_mismatch": _first_mismatch_wrong_block}, area="compare"),
+           {"refit_verify.compare.bitwise:_first_mismatch": _first_mismatch_wrong_block}, area="compare",
+           killers=(CMP + "::test_first_code_mismatch_names_tensor_block_element_codes_and_scales",)),
 ]

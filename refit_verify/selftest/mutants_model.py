@@ -10,6 +10,12 @@ from refit_verify.fp8.presets import get_recipe
 from refit_verify.fp8.quantize import quantize
 from refit_verify.selftest.mutant import Mutant
 
+# killer files
+LIN = "suites/pr/test_model_linear.py"
+FWD = "suites/pr/test_model_forward.py"
+LOG = "suites/pr/test_model_logits.py"
+HF = "suites/pr/test_model_conformance.py"
+
 L = "refit_verify.model.linear"
 
 
@@ -101,28 +107,41 @@ def _stale_engine(original):
 
 MUTANTS = [
     Mutant("act_scale_divided", "activation group scale applied as a divisor in dequant (scale vs scale_inv "
-           "confusion, REFERENCE §2 stores the dequantizing factor)", {f"{L}:dequantize_act": _act_divided}, "model"),
+           "confusion, REFERENCE §2 stores the dequantizing factor)", {f"{L}:dequantize_act": _act_divided}, "model",
+           killers=(LIN + "::test_w8a8_close_to_bf16_linear", FWD + "::test_fp8_forward_close_to_bf16_and_deterministic",)),
     Mutant("weight_scale_transposed", "weight_scale_inv grid read transposed / in the wrong order (native GEMM "
-           "scale layouts differ across torch releases)", {f"{L}:dequantize_weight": _scale_transposed}, "model"),
-    Mutant("fp8_bytes_as_e5m2", "FP8 bytes reinterpreted as float8_e5m2", {f"{L}:dequantize_weight": _as_e5m2}, "model"),
+           "scale layouts differ across torch releases)", {f"{L}:dequantize_weight": _scale_transposed}, "model",
+           killers=(LIN + "::test_w8a8_close_to_bf16_linear", FWD + "::test_fp8_forward_close_to_bf16_and_deterministic",)),
+    Mutant("fp8_bytes_as_e5m2", "FP8 bytes reinterpreted as float8_e5m2", {f"{L}:dequantize_weight": _as_e5m2}, "model",
+           killers=(LIN + "::test_emulated_is_deterministic_and_batch_invariant", LOG + "::test_drift_grows_monotonically_with_perturbation",)),
     Mutant("act_per_token_not_group", "per-token activation scale instead of vLLM's 1x128 groups",
-           {f"{L}:quantize_act": _per_token}, "model"),
+           {f"{L}:quantize_act": _per_token}, "model",
+           killers=(LIN + "::test_emulated_matches_first_principles",)),
     Mutant("act_ue8m0_scales", "UE8M0 activation scales where the engine uses amax/448 (REFERENCE §3)",
-           {f"{L}:quantize_act": _ue8m0_acts}, "model"),
+           {f"{L}:quantize_act": _ue8m0_acts}, "model",
+           killers=(LIN + "::test_emulated_matches_first_principles",)),
     Mutant("qkv_split_k_v_swapped", "fused qkv output split with k and v swapped",
-           {"refit_verify.model.llama:split_fused": _swap_kv}, "model"),
+           {"refit_verify.model.llama:split_fused": _swap_kv}, "model",
+           killers=(FWD + "::test_fp8_forward_close_to_bf16_and_deterministic",)),
     Mutant("gate_up_swapped", "gate_up_proj halves swapped (silu applied to up)",
-           {"refit_verify.model.llama:split_fused": _swap_gate_up}, "model"),
+           {"refit_verify.model.llama:split_fused": _swap_gate_up}, "model",
+           killers=(FWD + "::test_fp8_forward_close_to_bf16_and_deterministic",)),
     Mutant("qkv_scale_rows_misfiled", "fused scale rows filed one block off (vLLM ceil placement, REFERENCE §4)",
-           {"refit_verify.model.weights:build_engine_params": _scale_rows_rolled}, "model"),
+           {"refit_verify.model.weights:build_engine_params": _scale_rows_rolled}, "model",
+           killers=(FWD + "::test_fp8_forward_close_to_bf16_and_deterministic",)),
     Mutant("greedy_topk_rule_ignored", "greedy comparison that never applies vLLM's top-k rule",
-           {"refit_verify.model.logits:compare_greedy": _greedy_rule_ignored}, "model"),
+           {"refit_verify.model.logits:compare_greedy": _greedy_rule_ignored}, "model",
+           killers=(LOG + "::test_greedy_rule_flags_a_divergence_outside_topk",)),
     Mutant("gen_kl_is_full_kl", "gen_kl_error computed as full KL instead of NeMo-RL's sampled-token k3",
-           {"refit_verify.model.logits:compare_logits": _gen_kl_is_full_kl}, "model"),
+           {"refit_verify.model.logits:compare_logits": _gen_kl_is_full_kl}, "model",
+           killers=(LOG + "::test_metrics_on_hand_made_logits",)),
     Mutant("gemm_nondeterministic", "GEMM whose result varies run to run (split-K, atomics)",
-           {f"{L}:emulated_gemm": _nondeterministic}, "model"),
+           {f"{L}:emulated_gemm": _nondeterministic}, "model",
+           killers=(LIN + "::test_emulated_is_deterministic_and_batch_invariant", LOG + "::test_drift_grows_monotonically_with_perturbation",)),
     Mutant("refit_not_applied", "engine keeps the weights it first loaded; later refits are lost",
-           {"refit_verify.model.weights:build_engine_params": _stale_engine}, "model"),
+           {"refit_verify.model.weights:build_engine_params": _stale_engine}, "model",
+           killers=(LOG + "::test_drift_grows_monotonically_with_perturbation", FWD + "::test_non_block_aligned_shards_refused",)),
     Mutant("rope_wrong_half", "RoPE rotate-half without swapping halves",
-           {"refit_verify.model.llama:apply_rope": _rope_wrong_half}, "model", needs=("transformers",)),
+           {"refit_verify.model.llama:apply_rope": _rope_wrong_half}, "model", needs=("transformers",),
+           killers=(HF + "::test_logits_match_transformers",)),
 ]
