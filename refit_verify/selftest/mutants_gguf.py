@@ -14,8 +14,13 @@ def _no_unpermute(original):
 
 
 def _unpermute_by_q_heads(original):
-    # k un-permuted with the q head count: wrong whenever num_key_value_heads != num_attention_heads (GQA)
-    return lambda w, n_head: original(w, 9 if n_head == 3 else n_head)
+    # k un-permuted with the q head count of a GQA group of 4 (Llama-3-8B: 32 q heads, 8 kv heads): the
+    # rows still divide, so the weights come out silently wrong (a count that does not divide would
+    # merely crash the reshape: no kill)
+    def unpermute_qk(w, n_head):
+        wrong = 4 * n_head
+        return original(w, wrong if w.shape[0] % (2 * wrong) == 0 else n_head)
+    return unpermute_qk
 
 
 def _untied_guess(original):

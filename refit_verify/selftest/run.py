@@ -43,6 +43,23 @@ def _refit_error_names() -> set:
     return {n for n, v in vars(errors).items() if isinstance(v, type) and issubclass(v, errors.RefitVerifyError)}
 
 
+def _is_check_failure_class(dotted: str) -> bool:
+    """A refit-verify exception class (e.g. refit.checks.CheckFailed) that is an AssertionError or a
+    RefitVerifyError: a check failing on purpose. Only refit_verify modules are imported here."""
+    import importlib
+
+    from refit_verify.errors import RefitVerifyError
+
+    module, _, name = dotted.rpartition(".")
+    if not module.startswith("refit_verify"):
+        return False
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(cls, type) and issubclass(cls, (AssertionError, RefitVerifyError))
+
+
 def classify(message: str, body: str = "") -> tuple[str, str]:
     """("assert" | "crash", exception name) of a junit failure message's first line; an exception
     group (hypothesis' several distinct failures) is an assertion when every member in `body` is."""
@@ -51,6 +68,8 @@ def classify(message: str, body: str = "") -> tuple[str, str]:
     name = m.group(1) if m else (first.split(" ", 1)[0] or "unknown")
     short = name.rsplit(".", 1)[-1]
     if short in _ASSERTION_NAMES or (short in _refit_error_names() and name.startswith(("refit_verify.", short))):
+        return "assert", short
+    if _is_check_failure_class(name):
         return "assert", short
     if first.startswith("assert "):  # some pytest versions drop the AssertionError prefix
         return "assert", "AssertionError"

@@ -41,6 +41,8 @@ def test_expected_raise_missing():
     ("AssertionError: assert 1 == 2", ("assert", "AssertionError")),
     ("Failed: DID NOT RAISE <class 'ValueError'>", ("assert", "Failed")),
     ("refit_verify.errors.ShardPlacementError: rows 64..127", ("assert", "ShardPlacementError")),
+    ("refit_verify.refit.checks.CheckFailed: bucket 0: producer packed", ("assert", "CheckFailed")),
+    ("refit_verify.refit.checks.NoSuchThing: x", ("crash", "refit_verify.refit.checks.NoSuchThing")),
     ("TypeError: object of type 'int' has no len()", ("crash", "TypeError")),
     ("KeyError: 'missing'", ("crash", "KeyError")),
     ('failed on setup with "ImportError: cannot import name x"', ("crash", "ImportError")),
