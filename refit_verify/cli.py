@@ -155,6 +155,14 @@ def _link_latest(out: str, name: str = "latest") -> None:
         pass  # best effort (no symlinks on some file systems)
 
 
+def _counts_phrase(counts: dict) -> str:
+    """'5 jobs passed', '4 jobs passed, 1 failed': the headline after a run."""
+    words = {"pass": "passed", "fail": "failed", "error": "errored", "skipped": "skipped"}
+    parts = [f"{n} {words.get(k, k)}" for k, n in counts.items() if n]
+    total = sum(counts.values())
+    return f"{total} job{'s' if total != 1 else ''}: " + ", ".join(parts) if parts else "no jobs ran"
+
+
 def cmd_run(args) -> int:
     from refit_verify.jobs import JobContext, all_jobs
 
@@ -193,12 +201,11 @@ def cmd_run(args) -> int:
     try:
         run_jobs(ctx, writer, args.job, progress)
     finally:
-        if not args.out:
-            _link_latest(out)
+        if not args.out:  # reports/latest is the last full run; an ad-hoc `--job X` run must not take it
+            _link_latest(out, "latest-job" if args.job else "latest")
         progress.note(f"report: {os.path.join(out, 'report.html')}")
     data = report.to_dict()
-    print(f"{data['verdict'].upper()}: " + ", ".join(f"{k} {v}" for k, v in data["counts"].items() if v)
-          + f" — {os.path.join(out, 'report.md')}")
+    print(f"{data['verdict'].upper()}: {_counts_phrase(data['counts'])} — report {os.path.join(out, 'report.html')}")
     return 0 if data["verdict"] == "pass" else 1
 
 

@@ -1,0 +1,45 @@
+"""What a new user reads and keeps: the run headline, reports/latest, files others can open."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import torch
+
+from refit_verify.cli import _counts_phrase, main
+from refit_verify.jobs import JobResult, register_job
+
+
+@register_job("test_words_noop", suites=())  # suites=(): only runs when named with --job
+def _noop(ctx):
+    return JobResult("test_words_noop", reason="nothing to do")
+
+
+def test_headline_counts_jobs_not_verdict_words():
+    assert _counts_phrase({"pass": 5, "fail": 0}) == "5 jobs: 5 passed"
+    assert _counts_phrase({"pass": 4, "fail": 1, "error": 0}) == "5 jobs: 4 passed, 1 failed"
+    assert _counts_phrase({"pass": 0}) == "no jobs ran"
+
+
+def test_adhoc_job_run_does_not_take_reports_latest(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "full-run").mkdir()
+    os.symlink("full-run", tmp_path / "reports" / "latest")
+    assert main(["run", "--job", "test_words_noop", "-q", "--no-plots"]) == 0
+    assert os.readlink(tmp_path / "reports" / "latest") == "full-run"
+    assert (tmp_path / "reports" / "latest-job" / "report.json").exists()
+    out = capsys.readouterr().out
+    assert out.startswith("PASS: 1 job: 1 passed — report ")
+
+
+def test_dumps_are_readable_by_others(tmp_path):
+    from refit_verify.files import save_safetensors
+
+    old = os.umask(0o022)
+    try:
+        path = save_safetensors({"w": torch.zeros(2)}, tmp_path / "dump.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
