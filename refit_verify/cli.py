@@ -53,7 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trainer exporter f(state_dict) -> iterable of (name, tensor), FP8-before mode, "
                         "compared bitwise with the reference exporter")
     c.add_argument("--config", default="tiny-llama", help="model config whose synthetic weights feed --exporter")
-    c.add_argument("--loader", metavar="MODULE:ATTR", help="engine loader to check (not yet available)")
     c.add_argument("--out", metavar="DIR", help="also write a report here")
     c.add_argument("--list-cases", action="store_true", help="list the case names and exit")
     c.add_argument("--quiet", "-q", action="store_true")
@@ -210,10 +209,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_check(args) -> int:
-    if args.loader:
-        _err("--loader: not yet available (use `refit-verify diff` on your engine's dump after refit, "
-             "against the dump of `refit-verify run --job refit_pipeline --set dump_dir=DIR`)")
-        return 2
     if args.exporter:
         return _check_exporter(args)
     from refit_verify.cases import default_cases
