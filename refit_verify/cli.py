@@ -154,6 +154,14 @@ def _link_latest(out: str, name: str = "latest") -> None:
         pass  # best effort (no symlinks on some file systems)
 
 
+def failure_line(case: str, reason: str) -> str:
+    """'case: reason', the case named once (reasons often start with it), never cut: the details matter."""
+    reason = str(reason)
+    if reason.startswith(f"{case}:"):
+        reason = reason[len(case) + 1:].lstrip()
+    return f"{case}: {reason}"
+
+
 def _counts_phrase(counts: dict) -> str:
     """'5 jobs passed', '4 jobs passed, 1 failed': the headline after a run."""
     words = {"pass": "passed", "fail": "failed", "error": "errored", "skipped": "skipped"}
@@ -297,7 +305,7 @@ def _check_exporter(args) -> int:
     print(f"reproduce: {repro}")
     if not args.quiet:
         for i in out.issues[1:20]:
-            print(f"  {i.kind:9s} {i.message[:200]}")
+            print(f"  {i.kind:9s} {i.message}")
     return 1
 
 
@@ -356,7 +364,7 @@ def cmd_diff(args) -> int:
         return 0
     print(f"DRIFT: {res.reason}")
     for f in res.failures[:10]:
-        print(f"  {f.case}: {f.reason[:200]}")
+        print(f"  {failure_line(f.case, f.reason)}")
     if len(res.failures) > 10:
         print(f"  ... {len(res.failures) - 10} more in {os.path.join(out, 'report.json')}")
     return 1
@@ -382,11 +390,26 @@ def cmd_gate(args) -> int:
     return 1
 
 
+def preset_lines(presets: dict) -> list[str]:
+    """One line per preset; presets sharing a source say how they differ from the first that has it."""
+    from refit_verify.fp8.recipe import recipe_diff
+
+    first_by_source: dict = {}
+    out = []
+    for name, r in presets.items():
+        base = first_by_source.setdefault(r.source, r)
+        what = r.source
+        if base is not r:
+            changed = ", ".join(f"{k}={b!r}" for k, (_, b) in recipe_diff(base, r).items()) or "no field"
+            what = f"as {base.name}, but {changed}"
+        out.append(f"{name:32s} {what}")
+    return out
+
+
 def cmd_presets(args) -> int:
     from refit_verify.fp8 import PRESETS
 
-    for name, r in PRESETS.items():
-        print(f"{name:32s} {r.source}")
+    print("\n".join(preset_lines(PRESETS)))
     return 0
 
 

@@ -18,3 +18,22 @@ MUTANTS = [
            area="report", killers=(f"{WORDS}::test_headline_counts_jobs_not_verdict_words",
                                    f"{WORDS}::test_adhoc_job_run_does_not_take_reports_latest")),
 ]
+
+
+def _prefixed_step(original):
+    def step(self, msg):
+        self._emit(f"{self.prefix}: {msg}")
+    return step
+
+
+MUTANTS += [
+    Mutant("presets_same_description", "`presets` prints the same source line for presets that differ",
+           {"refit_verify.cli:preset_lines": lambda original: (lambda presets: [f"{n:32s} {r.source}" for n, r in presets.items()])},
+           area="report", killers=(f"{WORDS}::test_presets_never_share_a_description",)),
+    Mutant("failure_line_repeats_and_cuts", "'name: name: …' and reasons cut at 200 characters",
+           {"refit_verify.cli:failure_line": lambda original: (lambda case, reason: f"{case}: {str(reason)[:200]}")},
+           area="report", killers=(f"{WORDS}::test_failure_line_names_the_tensor_once_and_keeps_the_detail",)),
+    Mutant("progress_empty_prefix", "a progress line ': loading model' before the first job",
+           {"refit_verify.report.progress:Progress.step": _prefixed_step},
+           area="report", killers=(f"{WORDS}::test_progress_step_before_any_job_has_no_empty_prefix",)),
+]

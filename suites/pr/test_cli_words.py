@@ -43,3 +43,34 @@ def test_dumps_are_readable_by_others(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_presets_never_share_a_description():
+    from refit_verify.cli import preset_lines
+    from refit_verify.fp8 import PRESETS
+
+    descriptions = [line[32:].strip() for line in preset_lines(PRESETS)]
+    assert len(set(descriptions)) == len(descriptions), descriptions
+
+
+def test_failure_line_names_the_tensor_once_and_keeps_the_detail():
+    from refit_verify.cli import failure_line
+
+    name = "model.layers.0.mlp.down_proj.weight"
+    detail = "block (0, 1) element (3, 130): " + "x" * 300
+    line = failure_line(name, f"{name}: {detail}")
+    assert line.count(name) == 1 and line.endswith("x" * 300)
+
+
+def test_progress_step_before_any_job_has_no_empty_prefix():
+    import io
+
+    from refit_verify.report.progress import Progress
+
+    buf = io.StringIO()
+    p = Progress(stream=buf)
+    p.step("loading model")
+    p.done("refit_pipeline", "pass", 0.0004)
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == "loading model"
+    assert lines[1] == "refit_pipeline: pass (<1 ms)"
