@@ -37,3 +37,7 @@ MUTANTS += [
            {"refit_verify.report.progress:Progress.step": _prefixed_step},
            area="report", killers=(f"{WORDS}::test_progress_step_before_any_job_has_no_empty_prefix",)),
 ]
+MUTANTS.append(
+    Mutant("python_api_empty_repro", "check_quantizer(...).failures()[0].repro == '' in the README's Python example",
+           {"refit_verify.check:default_repro": lambda original: (lambda impl, recipe_name, base_seed: "")},
+           area="report", killers=(f"{WORDS}::test_python_api_failures_carry_a_reproduce_command",)))

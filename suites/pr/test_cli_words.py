@@ -74,3 +74,25 @@ def test_progress_step_before_any_job_has_no_empty_prefix():
     lines = buf.getvalue().splitlines()
     assert lines[0] == "loading model"
     assert lines[1] == "refit_pipeline: pass (<1 ms)"
+
+
+def test_python_api_failures_carry_a_reproduce_command():
+    from refit_verify.check import check_quantizer
+    from refit_verify.fp8 import quantize
+
+    def off_by_one(w):  # a wrong quantizer defined in a test: no import path, so the Python form
+        q = quantize(w, "vllm_per_block")
+        return q.data.view("uint8").add(1).view(q.data.dtype), q.scale_inv
+
+    fails = check_quantizer(off_by_one, "vllm_per_block", seed=3).failures()
+    assert fails and all(f.repro for f in fails)
+    assert f"default_cases(3) if c.name == '{fails[0].case}'" in fails[0].repro
+    named = check_quantizer(_plain_vllm, "nemo_rl").failures()  # importable by name: the CLI form
+    assert named and named[0].repro.startswith("refit-verify check --quantizer ") and "--case " in named[0].repro
+
+
+def _plain_vllm(w):
+    from refit_verify.fp8 import quantize
+
+    q = quantize(w, "vllm_per_block")
+    return q.data, q.scale_inv
