@@ -88,7 +88,15 @@ def _first_mismatch_wrong_block(original):
     return mutated
 
 
+def _nameless_errors(original):
+    # the typed error keeps its type but drops the tensor name: a user with 400 weights can't tell which
+    return lambda w, name=None: original(w, None)
+
+
 MUTANTS = [
+    Mutant("bad_input_error_drops_tensor_name", "bad input raises the typed error without the tensor's name",
+           {f"{Q}:validate_input": _nameless_errors},
+           killers=(BAD + "::test_bad_input_is_a_typed_error_naming_the_tensor",)),
     Mutant("edge_value_padding", "vLLM recipe padded with x[-1,-1] like NeMo-RL (REFERENCE §3 padding)",
            _recipe("VLLM_PER_BLOCK", padding="edge"),
            killers=(HAND + "::test_codes_and_scales_match_hand_derivation", GOLDEN + "::test_matches_real_vllm",)),
