@@ -276,7 +276,8 @@ def load_unreachable(path: Path = UNREACHABLE) -> dict:
 def never_failed(baseline: MutantRun, runs, unreachable: dict) -> tuple[list[str], dict]:
     """(checks no mutant fails by assertion and not listed unreachable, {listed check: reason})."""
     failed = {t for r in runs for t in r.failed_by_assert}
-    left = [c for c in sorted(set(baseline.checks)) if c not in failed]
+    pr_checks = [c for c in sorted(set(baseline.checks)) if c.startswith(PR_SUITE + "/")]
+    left = [c for c in pr_checks if c not in failed]
     listed = {c: next(v for k, v in unreachable.items() if _matches(c, [k])) for c in left if _matches(c, unreachable)}
     return [c for c in left if c not in listed], listed
 

@@ -88,9 +88,10 @@ def test_a_run_without_junit_or_output_still_has_an_error():
 def test_never_failed_counts_assertion_failures_and_lists_unreachable_apart():
     from refit_verify.selftest.run import BASELINE, MutantRun, load_unreachable, never_failed
 
-    base = MutantRun(BASELINE, checks=["a.py::t1", "a.py::t2[x]", "a.py::t3", "p.py::t4"])
-    runs = [MutantRun("m1", failed_by_assert=["a.py::t1"], crashed={"a.py::t3": "TypeError: x"})]
-    left, listed = never_failed(base, runs, {"p.py": "runs in a subprocess", "a.py::t2": "why"})
-    assert left == ["a.py::t3"]  # failed only by a crash: still never failed
-    assert listed == {"a.py::t2[x]": "why", "p.py::t4": "runs in a subprocess"}
+    a, p = "suites/pr/a.py", "suites/pr/p.py"
+    base = MutantRun(BASELINE, checks=[f"{a}::t1", f"{a}::t2[x]", f"{a}::t3", f"{p}::t4", "suites/conformance/c.py::t"])
+    runs = [MutantRun("m1", failed_by_assert=[f"{a}::t1"], crashed={f"{a}::t3": "TypeError: x"})]
+    left, listed = never_failed(base, runs, {p: "runs in a subprocess", f"{a}::t2": "why"})
+    assert left == [f"{a}::t3"]  # failed only by a crash: still never failed; conformance is no PR check
+    assert listed == {f"{a}::t2[x]": "why", f"{p}::t4": "runs in a subprocess"}
     assert all(reason.strip() for reason in load_unreachable().values())
