@@ -54,7 +54,7 @@ def _default_dtype(dtype):
         torch.set_default_dtype(old)
 
 
-def _quant_cfg_json() -> dict:
+def quant_cfg_json() -> dict:
     return {"quant_method": "fp8", "activation_scheme": "dynamic",
             "weight_block_size": list(BLOCK), "fmt": "e4m3"}
 
@@ -66,7 +66,7 @@ def _llama_config(hidden, inter, heads, kv_heads, layers, vocab) -> dict:
             "num_hidden_layers": layers, "vocab_size": vocab,
             "max_position_embeddings": 256, "rms_norm_eps": 1e-5,
             "torch_dtype": "bfloat16", "tie_word_embeddings": False,
-            "quantization_config": _quant_cfg_json()}
+            "quantization_config": quant_cfg_json()}
 
 
 def _make_vllm_config(folder: str):
