@@ -7,7 +7,7 @@ two row strides, and the offset of the tensor's last element (NeMo edge padding)
 separate allocations; offsets between them are differences of device addresses, so inputs must
 all have one dtype and outputs may be one packed transport buffer or any caller buffers.
 
-The per-block arithmetic is the per-tensor kernel's own (`triton_block._scales`, `_cast_e4m3`),
+The per-block arithmetic is the per-tensor kernel's own (`triton_block.block_scales`, `cast_e4m3`),
 so the bytes are the same; suites/nightly/test_grouped_exact.py checks them against the reference.
 """
 
@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from refit_verify.fp8.kernels.spec import device_semantics
-from refit_verify.fp8.kernels.triton_block import _cast_e4m3, _scales, _spec
+from refit_verify.fp8.kernels.triton_block import block_scales, cast_e4m3, spec_constexprs
 from refit_verify.fp8.presets import get_recipe
 from refit_verify.fp8.quantize import QuantizedTensor, validate_input
 
@@ -63,7 +63,7 @@ def _grouped_kernel(
         x = tl.where(x != x, 0.0, x)
         x = tl.where(x == float("inf"), 448.0, tl.where(x == float("-inf"), -448.0, x))
     amax = tl.max(tl.max(x.to(tl.int32, bitcast=True) & 0x7FFFFFFF, axis=1), axis=0).to(tl.float32, bitcast=True)
-    factor, scale_inv = _scales(amax, HAS_FLOOR, FLOOR, SCALE_FORM, POW2, ZERO_ONE, INF_ONE, INF_FMAX,
+    factor, scale_inv = block_scales(amax, HAS_FLOOR, FLOOR, SCALE_FORM, POW2, ZERO_ONE, INF_ONE, INF_FMAX,
                                 QUANT_DIV, DIV_RECIP)
     if QUANT_DIV:
         y = tl.math.div_rn(x, factor)
@@ -71,7 +71,7 @@ def _grouped_kernel(
         y = x * factor
     if CLAMP:
         y = tl.where(y != y, y, tl.minimum(tl.maximum(y, -448.0), 448.0))
-    codes = _cast_e4m3(y, CAST_NAN, False)
+    codes = cast_e4m3(y, CAST_NAN, False)
     qo = q_off + r[:, None] * sq + c[None, :]
     if EVEN:
         tl.store(q_ptr + qo, codes)
@@ -121,7 +121,7 @@ class GroupedQuantizer:
         if len(dtypes) != 1:
             raise ValueError(f"grouped quantizer needs one input dtype, got {sorted(map(str, dtypes))}")
         sem = semantics or device_semantics(tensors[0].device)
-        self.spec = _spec(self.recipe, sem["div_recip"], sem["cast_nan"])
+        self.spec = spec_constexprs(self.recipe, sem["div_recip"], sem["cast_nan"])
         self.tensors = list(tensors)
         self.out = out or self._packed(tensors)
         self.table, self.even, self.aligned = _table(self.tensors, [d for d, _ in self.out], [s for _, s in self.out])
