@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
 import torch
 
 from refit_verify.cases import case_seed
-from refit_verify.fp8 import format as fmt
+from refit_verify.compare.bitwise import TensorComparison, compare_fp8
 from refit_verify.fp8.presets import get_recipe
 
-CHUNK_ELEMS = 1 << 22  # rows per chunk chosen so one chunk holds ~4M elements (16 MB in fp32)
 _NOT_FP8 = ("norm", "embed_tokens", "lm_head", "mlp.gate.weight", "shared_expert_gate")
 
 
@@ -53,26 +52,6 @@ def make_quantizer(recipe, impl: str = "reference", **kw) -> Callable:
 
 
 @dataclass
-class TensorVerdict:
-    name: str
-    shape: tuple
-    equal: bool
-    n_code_mismatch: int
-    n_scale_mismatch: int
-    n_elements: int
-    first_block: Optional[tuple] = None  # (block_row, block_col) of the first differing element/scale
-    first_element: Optional[tuple] = None
-    max_code_ulp: int = 0  # largest fp8 step distance among differing finite codes
-    nan_codes: tuple = (0, 0)
-    rel_l2_a: float = 0.0  # each side's quantization error vs the BF16 source
-    rel_l2_b: float = 0.0
-    rel_l2_ab: float = 0.0  # the two dequantized results against each other
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
 class StreamResult:
     label_a: str
     label_b: str
@@ -86,99 +65,24 @@ class StreamResult:
     peak_extra_bytes: Optional[int] = None
     largest_tensor_bytes: int = 0
     largest_fp8_tensor_bytes: int = 0
-    mismatched: list = field(default_factory=list)  # TensorVerdict of every differing tensor
-    verdicts: list = field(default_factory=list)  # all fp8 verdicts when keep_all
+    mismatched: list = field(default_factory=list)  # TensorComparison of every differing tensor
+    verdicts: list = field(default_factory=list)  # every fp8 TensorComparison when keep_all
 
     @property
     def equal(self) -> bool:
         return self.n_equal == self.n_fp8
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["equal"] = self.equal
-        return d
+        d = {k: v for k, v in vars(self).items() if k not in ("mismatched", "verdicts")}
+        return dict(d, equal=self.equal, mismatched=[v.to_dict() for v in self.mismatched],
+                    verdicts=[v.to_dict() for v in self.verdicts])
 
 
-def code_bytes(t: torch.Tensor) -> torch.Tensor:
-    """fp8 compared as bytes: +0/-0 and NaN payloads are differences (a float compare hides them)."""
-    return fmt.codes(t)
-
-
-def scale_bits(s: torch.Tensor) -> torch.Tensor:
-    """Scales compared as int32 bits (a 1-ulp scale difference is a refit difference)."""
-    return s.float().contiguous().view(torch.int32)
-
-
-def _expand(scale_rows: torch.Tensor, rows: int, n: int) -> torch.Tensor:
-    return scale_rows.repeat_interleave(128, 0)[:rows].repeat_interleave(128, 1)[:, :n]
-
-
-def _finite0(x: torch.Tensor) -> torch.Tensor:
-    return torch.where(torch.isfinite(x), x, torch.zeros((), dtype=x.dtype, device=x.device))
-
-
-def compare_streamed(name: str, w: torch.Tensor, a, b, metrics: bool = True) -> TensorVerdict:
-    """Bitwise compare of two QuantizedTensors of `w`, chunk by chunk on w's device.
-
-    Counts stay on the device until the tensor is done (one host sync per tensor, not per chunk);
-    the location and ulp distance of differences are computed only when there are some.
-    """
-    m, n = w.shape
-    dev = w.device
-    ca, cb = code_bytes(a.data), code_bytes(b.data)
-    sa, sb = a.scale_inv.float(), b.scale_inv.float()
-    scale_diff = scale_bits(sa) != scale_bits(sb)
-    rows_per = max(128, (CHUNK_ELEMS // max(n, 1)) // 128 * 128)
-    chunks = [(r0, min(m, r0 + rows_per)) for r0 in range(0, m, rows_per)]
-    counts = torch.zeros(4, dtype=torch.int64, device=dev)  # code diffs, nan a, nan b, scale diffs
-    counts[3] = scale_diff.sum()
-    for r0, r1 in chunks:
-        xa, xb = ca[r0:r1], cb[r0:r1]
-        counts[0] += (xa != xb).sum()
-        counts[1] += fmt.is_nan_code(xa).sum()
-        counts[2] += fmt.is_nan_code(xb).sum()
-    n_code, nan_a, nan_b, n_scale = (int(v) for v in counts.tolist())
-    differ = bool(n_code or n_scale)
-    first_el, max_ulp = None, 0
-    if n_code:
-        for r0, r1 in chunks:
-            xa, xb = ca[r0:r1], cb[r0:r1]
-            diff = xa != xb
-            if first_el is None and bool(diff.any()):
-                flat = int(torch.argmax(diff.view(-1).to(torch.uint8)))
-                first_el = (r0 + flat // n, flat % n)
-            fin = diff & ~fmt.is_nan_code(xa) & ~fmt.is_nan_code(xb)
-            if bool(fin.any()):
-                max_ulp = max(max_ulp, int((fmt.ordered_code(xa[fin]) - fmt.ordered_code(xb[fin])).abs().max()))
-    sums = torch.zeros(4, dtype=torch.float64, device=dev)  # |w|^2, |w-a|^2, |w-b|^2, |a-b|^2
-    if metrics:
-        for r0, r1 in chunks:
-            src = _finite0(w[r0:r1].float())
-            blk = slice(r0 // 128, math.ceil(r1 / 128))
-            da = _finite0(a.data[r0:r1].float() * _expand(sa[blk], r1 - r0, n))
-            sums[0] += src.square().sum()
-            sums[1] += (src - da).square().sum()
-            if differ:
-                db = _finite0(b.data[r0:r1].float() * _expand(sb[blk], r1 - r0, n))
-                sums[2] += (src - db).square().sum()
-                sums[3] += (da - db).square().sum()
-    w2, ea2, eb2, eab2 = sums.tolist()
-    if not differ:
-        eb2 = ea2
-    first_block = None
-    if first_el is not None:
-        first_block = (first_el[0] // 128, first_el[1] // 128)
-    if n_scale:
-        sb_first = tuple(int(v) for v in scale_diff.nonzero()[0])
-        if first_block is None or sb_first < first_block:
-            first_block = sb_first
-    rel = (lambda e: math.sqrt(e / w2) if w2 > 0 else (0.0 if e == 0 else math.inf))
-    return TensorVerdict(
-        name=name, shape=(m, n), equal=not differ, n_code_mismatch=n_code,
-        n_scale_mismatch=n_scale, n_elements=m * n, first_block=first_block, first_element=first_el,
-        max_code_ulp=max_ulp, nan_codes=(nan_a, nan_b), rel_l2_a=rel(ea2), rel_l2_b=rel(eb2),
-        rel_l2_ab=rel(eab2),
-    )
+def compare_streamed(name: str, w: torch.Tensor, a, b, metrics: bool = True) -> TensorComparison:
+    """Bitwise compare of two QuantizedTensors of `w`, chunk by chunk on w's device (compare_fp8);
+    metrics: each side's error against `w` too."""
+    block = tuple(getattr(getattr(a, "recipe", None), "block", (128, 128)))
+    return compare_fp8(a.data, a.scale_inv, b.data, b.scale_inv, block, name, source=w if metrics else None)
 
 
 def verify_stream(weights: Iterable, quantize_a: Callable, quantize_b: Callable,

@@ -61,17 +61,9 @@ def model_source(ctx: JobContext):
     return cfg, weights
 
 
-def store_bitwise(a, b) -> list:
-    """compare_fp8 (BitwiseResult: rows, heatmaps) for every FP8 linear of two engine stores."""
-    from refit_verify.compare import compare_fp8
-
-    out = []
-    for prefix, la in a.linears.items():
-        lb = b.linears[prefix]
-        if la.fp8:
-            out.append(compare_fp8(la.weight, la.weight_scale_inv, lb.weight, lb.weight_scale_inv, la.block,
-                                   prefix + ".weight"))
-    return out
+def fp8_comparisons(comparisons) -> list:
+    """The FP8 weights among a run's comparisons: they carry per-block detail (rows, heatmaps)."""
+    return [c for c in comparisons if c.kind == "fp8"]
 
 
 def dump_fp8_store(store, folder) -> Path:
@@ -109,7 +101,7 @@ def refit_pipeline(ctx: JobContext) -> JobResult:
     sa, sb = r.stores["before"], r.stores["after"]
     err_a, err_b = r.paths["before"].error_vs_source, r.paths["after"].error_vs_source
 
-    cmps = store_bitwise(sa, sb)
+    cmps = fp8_comparisons(r.comparisons)
     rows, ulps = [], None
     for cmp in cmps:
         rows.append(tensor_row(cmp, _row_metrics(err_a.get(cmp.tensor)), _row_metrics(err_b.get(cmp.tensor))))
@@ -174,7 +166,7 @@ def _row_metrics(e):
 def _whatif_rows(ctx, cfg, weights, engine, after_store, presets):
     """Each other preset as the trainer's quantizer, FP8-before only, against the FP8-after store.
 
-    Returns (rows, (preset, BitwiseResults) of the NeMo-RL row for the heatmap, or None)."""
+    Returns (rows, (preset, its FP8 TensorComparisons) of the NeMo-RL row for the heatmap, or None)."""
     from refit_verify.refit.run import compare_stores, run_refit
 
     rows, shown = [], None
@@ -190,7 +182,7 @@ def _whatif_rows(ctx, cfg, weights, engine, after_store, presets):
                      "tensors_differing": sum(not c.equal for c in comps),
                      "hazards": sorted(w.hazards())})
         if p == "nemo_rl":
-            shown = (p, store_bitwise(w.stores["before"], after_store))
+            shown = (p, fp8_comparisons(comps))
     return rows, shown
 
 

@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from refit_verify.compare import compare_fp8
+from refit_verify.compare import TensorComparison, compare_bits, compare_fp8
 from refit_verify.compare.metrics import error_metrics
 from refit_verify.errors import BadInputError, RefitVerifyError, TransportError
 from refit_verify.fp8 import get_recipe
@@ -32,28 +32,6 @@ from refit_verify.refit.postload import RequantRecord
 from refit_verify.refit.reference_engine import ReferenceEngineFactory
 from refit_verify.refit.selection import resolve_selection
 from refit_verify.refit.transport import DEFAULT_ALIGNMENT, InProcessTransport, nbytes_of
-
-MAX_LISTED_BLOCKS = 16
-
-
-@dataclass
-class TensorComparison:
-    tensor: str
-    kind: str  # "fp8" (codes + block scales) | "bf16" | "scale_rows"
-    equal: bool
-    n_code_mismatch: int
-    n_scale_mismatch: int
-    n_elements: int
-    mismatched_blocks: list = field(default_factory=list)  # [[block_row, block_col, n_codes], ...]
-    first_mismatch: Optional[dict] = None
-    ulp_histogram: dict = field(default_factory=dict)
-    rank: str = ""  # Rank.label of the engine rank that holds the tensor
-
-    def to_dict(self) -> dict:
-        d = dict(vars(self))
-        d["ulp_histogram"] = {str(k): v for k, v in self.ulp_histogram.items()}
-        return d
-
 
 @dataclass
 class PathResult:
@@ -198,12 +176,11 @@ def mismatch_findings(comparisons, engine_name: str = "") -> list[Finding]:
     for c in comparisons:
         if c.equal:
             continue
-        fm = c.first_mismatch or {}
+        fm = c.first_mismatch
         out.append(Finding(
             "bitwise_mismatch", c.tensor, f"{c.n_code_mismatch} codes and {c.n_scale_mismatch} scales differ "
-            f"between FP8-before and FP8-after{on}" + (f"; {fm.get('describe')}" if fm.get("describe") else ""),
-            block=tuple(fm["block"]) if fm.get("block") is not None else None,
-            detail={"mismatched_blocks": c.mismatched_blocks, "rank": c.rank}))
+            f"between FP8-before and FP8-after{on}" + (f"; {fm.describe()}" if fm else ""),
+            block=c.first_block, detail={"mismatched_blocks": c.mismatched_blocks(), "rank": c.rank}))
     return out
 
 
@@ -358,41 +335,11 @@ def compare_states(a: EngineState, b: EngineState) -> list[TensorComparison]:
                     and pa[name[: -len("_scale_inv")]].dtype in FP8_DTYPES:
                 continue  # compared with its weight
             tb = pb.get(name)
-            if tb is None or tuple(tb.shape) != tuple(ta.shape) or tb.dtype != ta.dtype:
-                c = TensorComparison(name, "missing" if tb is None else "shape", False, ta.numel(), 0, ta.numel(), [],
-                                     {"describe": f"{name}: other engine has "
-                                      + ("no such parameter" if tb is None else f"{tuple(tb.shape)} {tb.dtype}")})
-            elif ta.dtype in FP8_DTYPES and name + "_scale_inv" in pa:
-                c = _compare_fp8(name, ta, pa[name + "_scale_inv"], tb, pb[name + "_scale_inv"], block)
+            fp8 = ta.dtype in FP8_DTYPES and name + "_scale_inv" in pa
+            if fp8 and tb is not None and tb.dtype == ta.dtype and name + "_scale_inv" in pb:
+                c = compare_fp8(ta, pa[name + "_scale_inv"], tb, pb[name + "_scale_inv"], block, name)
             else:
-                kind = "scale_rows" if name.endswith("_scale_inv_rows") else "bf16"
-                c = _compare_bits(name, kind, ta, tb)
+                c = compare_bits(ta, tb, name, "scale_rows" if name.endswith("_scale_inv_rows") else "bf16")
             c.rank = label
             out.append(c)
     return out
-
-
-def _compare_fp8(name, wa, sa, wb, sb, block) -> TensorComparison:
-    r = compare_fp8(wa, sa, wb, sb, block, name)
-    blocks = r.block_mismatch_counts
-    listed = [[int(i), int(j), int(blocks[i, j])] for i, j in blocks.nonzero()[:MAX_LISTED_BLOCKS].tolist()] \
-        if blocks.numel() else []
-    fm = r.first_mismatch
-    return TensorComparison(name, "fp8", r.equal, r.n_code_mismatch, r.n_scale_mismatch, r.n_elements, listed,
-                            dict(fm.to_dict(), describe=fm.describe()) if fm else None, dict(r.ulp_histogram))
-
-
-def _bits(t: torch.Tensor) -> torch.Tensor:
-    return t.contiguous().view({1: torch.uint8, 2: torch.int16, 4: torch.int32}[t.element_size()])
-
-
-def _compare_bits(name, kind, a, b) -> TensorComparison:
-    diff = _bits(a) != _bits(b)
-    n = int(diff.sum())
-    first = None
-    if n:
-        idx = [int(v) for v in diff.nonzero()[0]]
-        first = {"index": idx, "a": float(a[tuple(idx)]), "b": float(b[tuple(idx)]),
-                 "describe": f"{name}: first difference at {idx}: {float(a[tuple(idx)])!r} vs {float(b[tuple(idx)])!r}"}
-    return TensorComparison(name, kind, n == 0, n if kind != "scale_rows" else 0, n if kind == "scale_rows" else 0,
-                            a.numel(), [], first)

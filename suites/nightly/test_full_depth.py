@@ -53,7 +53,7 @@ def test_full_depth_refit_paths(model_weights, pair, record):
         rate = r.n_code_mismatch / r.n_elements
         assert 1e-4 < rate < 2e-3, rate  # REFERENCE §3 measured 0.05-0.07% on randn
         assert all(v.max_code_ulp <= 1 for v in r.mismatched)
-        assert all(abs(v.rel_l2_a - v.rel_l2_b) < 1e-3 for v in r.mismatched)
+        assert all(abs(v.magnitudes["rel_l2_a"] - v.magnitudes["rel_l2_b"]) < 1e-3 for v in r.mismatched)
 
 
 def test_verifier_target_llama(record):
