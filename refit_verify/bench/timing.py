@@ -23,7 +23,7 @@ def time_cuda(fn, reps: int = 20, warmup: int = 3) -> dict:
 
 
 def copy_bandwidth(device="cuda", nbytes: int = 2 << 30, reps: int = 30) -> dict:
-    """Large device-to-device copy; bytes read + written, as REFERENCE §8 counts them."""
+    """Large device-to-device copy; bytes read + written, as FACTS.md §8 counts them."""
     src = torch.empty(nbytes, dtype=torch.uint8, device=device).random_(0, 255)
     dst = torch.empty_like(src)
     t = time_cuda(lambda: dst.copy_(src), reps=reps)

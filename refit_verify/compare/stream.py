@@ -26,7 +26,7 @@ _NOT_FP8 = ("norm", "embed_tokens", "lm_head", "mlp.gate.weight", "shared_expert
 
 
 def default_is_fp8(name: str, shape) -> bool:
-    """The name heuristic of REFERENCE §5 minus its known false positives (router, shared gate)."""
+    """The name heuristic of FACTS.md §5 minus its known false positives (router, shared gate)."""
     return len(shape) == 2 and name.endswith(".weight") and not any(s in name for s in _NOT_FP8)
 
 

@@ -85,7 +85,7 @@ def _make_vllm_config(folder: str):
 
 
 def _install_cpu_substitutes():
-    """The two substitutions REFERENCE.md §4 calls for. On CPU vLLM resolves to
+    """The two substitutions FACTS.md §4 calls for. On CPU vLLM resolves to
     UnspecifiedPlatform, which offers no FP8 block kernel and no attention backend."""
     from vllm.model_executor.kernels.linear import register_linear_kernel
     from vllm.model_executor.kernels.linear.scaled_mm.triton import (

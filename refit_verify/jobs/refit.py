@@ -4,7 +4,7 @@
   run's model; the engine stores are compared bitwise per tensor and per block, each path against
   the BF16 source, and every hazard the run observed is a failure. What-if rows: each other
   weight preset as the trainer's quantizer against the same engine (informational).
-- refit_hazards: the odd configs on which vLLM's loader is known to go wrong (REFERENCE §4, §5).
+- refit_hazards: the odd configs on which vLLM's loader is known to go wrong (FACTS.md §4, §5).
   There the hazards are the expected outcome: the job fails when one goes undetected (or an
   unexpected one appears), not because they occur.
 """

@@ -1,4 +1,4 @@
-"""Generation-side parameter store with vLLM 0.33's block-FP8 loading semantics (REFERENCE.md §4, §5).
+"""Generation-side parameter store with vLLM 0.33's block-FP8 loading semantics (FACTS.md §4, §5).
 
 Built from a ModelConfig: each decoder layer's linears are fused as the engine fuses them
 (q/k/v -> qkv_proj shards "q","k","v"; gate/up -> gate_up_proj shards 0, 1). FP8 linears hold

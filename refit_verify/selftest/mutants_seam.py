@@ -22,3 +22,19 @@ MUTANTS = [
            {"refit_verify.compare.bitwise:_code_detail": _first_chunk_detail}, area="compare",
            killers=("suites/pr/test_one_comparison.py::test_row_chunks_do_not_change_the_result",)),
 ]
+
+
+def _floors_refit_below_compare(original):
+    # compare and refit swapped: the table no longer matches the code (refit imports compare)
+    floors = [list(f) for f in original]
+    i, j = next(k for k, f in enumerate(floors) if "compare" in f), next(k for k, f in enumerate(floors) if "refit" in f)
+    floors[i].remove("compare"), floors[j].remove("refit")
+    floors[i].append("refit"), floors[j].append("compare")
+    return tuple(tuple(f) for f in floors)
+
+
+MUTANTS.append(
+    Mutant("layering_floor_table_wrong", "floor table that says refit sits below compare: imports that go up "
+           "would be declared legal and legal ones reported", {"refit_verify.selftest.layering:FLOORS":
+                                                               _floors_refit_below_compare},
+           area="compare", killers=("suites/pr/test_layering.py::test_imports_go_down_the_floors",)))
