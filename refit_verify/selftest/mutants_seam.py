@@ -38,3 +38,36 @@ MUTANTS.append(
            "would be declared legal and legal ones reported", {"refit_verify.selftest.layering:FLOORS":
                                                                _floors_refit_below_compare},
            area="compare", killers=("suites/pr/test_layering.py::test_imports_go_down_the_floors",)))
+
+
+def _commit_of_cwd(original):
+    # the old behaviour: `git rev-parse HEAD` wherever the user happens to run, i.e. their project's commit
+    def commit(package_dir=None):
+        import subprocess
+
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    return commit
+
+
+def _policy_without(metric):
+    def factory(original):
+        @functools.wraps(original)
+        def load(path=None):
+            p = original(path)
+            p.rules.pop(metric, None)
+            return p
+        return load
+    return factory
+
+
+MUTANTS += [
+    Mutant("report_commit_of_cwd", "the report records the commit of the repository around the working "
+           "directory (the user's project), not refit-verify's own",
+           {"refit_verify.report.env:project_git_commit": _commit_of_cwd}, area="report",
+           killers=("suites/pr/test_report_git_commit.py",)),
+    Mutant("policy_rule_missing", "a figure a job emits (hazards_undetected) has no rule: the gate passes "
+           "whatever its value", {"refit_verify.report.policy:load_policy": _policy_without("hazards_undetected")},
+           area="report",
+           killers=("suites/pr/test_policy_coverage.py::test_every_emitted_figure_has_a_rule_or_is_reported",)),
+]
