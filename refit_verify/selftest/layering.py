@@ -78,3 +78,27 @@ def violations(edges: dict, floors=None) -> list[str]:
         if src in floor and dst in floor and floor[dst] >= floor[src]:
             out.append(f"{src} (floor {floor[src]}) imports {dst} (floor {floor[dst]}) in {files[0]}")
     return sorted(set(out))
+
+
+def private_accesses(root: Path) -> list[str]:
+    """Places where one module of the package reads another module's private name: `from
+    refit_verify.x import _name`, or `alias._name` where alias is a refit_verify module imported here.
+    (Attributes of objects, e.g. `self._x`, and of other libraries are out of scope.)"""
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        where = str(path.relative_to(root.parent))
+        aliases = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith(PACKAGE):
+                for a in node.names:
+                    if a.name.startswith("_") and not a.name.startswith("__"):
+                        out.append(f"{where}:{node.lineno}: imports {node.module}.{a.name}")
+                    aliases.add(a.asname or a.name)  # a module or a class: its privates are private too
+            elif isinstance(node, ast.Import):
+                aliases |= {a.asname for a in node.names if a.name.startswith(PACKAGE + ".") and a.asname}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases \
+                    and node.attr.startswith("_") and not node.attr.startswith("__"):
+                out.append(f"{where}:{node.lineno}: reads {node.value.id}.{node.attr}")
+    return out

@@ -125,10 +125,10 @@ def run_mutants(where: str = "gpu", extra_args=()) -> dict:
     import sys
 
     def clear():
-        spec._SEMANTICS_CACHE.clear()
+        spec.clear_semantics_cache()
         tb = sys.modules.get("refit_verify.fp8.kernels.triton_block")
         if tb is not None:
-            tb._SPECS.clear()
+            tb.clear_spec_cache()
 
     import os
 

@@ -71,3 +71,59 @@ MUTANTS += [
            area="report",
            killers=("suites/pr/test_policy_coverage.py::test_every_emitted_figure_has_a_rule_or_is_reported",)),
 ]
+
+
+def _policy_with_stale_rule(original):
+    @functools.wraps(original)
+    def load(path=None):
+        from refit_verify.report.policy import Rule
+
+        p = original(path)
+        p.rules["rollout_probs_diff_mean"] = Rule("rollout_probs_diff_mean", max=0.01, source="verl")
+        return p
+    return load
+
+
+def _module_level_imports_only(original):
+    # imports inside functions (the lazy ones) escape the layering check
+    def rooms(tree, known):
+        import ast
+
+        return original(ast.Module(body=[n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))],
+                                   type_ignores=[]), known)
+    return rooms
+
+
+def _floor_forgotten(original):
+    return tuple(tuple(r for r in rooms if r != "live") for rooms in original)
+
+
+def _no_block_detail(original):
+    # a comparison that keeps the verdict but drops the per-block counts (what made the job re-compare)
+    @functools.wraps(original)
+    def compare_states(a, b):
+        out = original(a, b)
+        for c in out:
+            c.block_mismatch_counts = None
+        return out
+    return compare_states
+
+
+MUTANTS += [
+    Mutant("policy_rule_never_emitted", "the policy gates a figure no job emits (verl's rollout_probs_diff_mean): "
+           "a rule that can never fire", {"refit_verify.report.policy:load_policy": _policy_with_stale_rule},
+           area="report", killers=("suites/pr/test_policy_coverage.py::test_no_rule_for_a_figure_never_emitted",)),
+    Mutant("layering_misses_lazy_imports", "the layering check reads module-level imports only: an upward "
+           "import inside a function goes unseen", {"refit_verify.selftest.layering:imported_rooms":
+                                                     _module_level_imports_only}, area="compare",
+           killers=("suites/pr/test_layering.py::test_upward_import_is_reported",)),
+    Mutant("layering_room_forgotten", "a room (live) on no floor: its imports are never checked",
+           {"refit_verify.selftest.layering:FLOORS": _floor_forgotten}, area="compare",
+           killers=("suites/pr/test_layering.py::test_every_room_is_on_a_floor",)),
+    Mutant("private_check_blind", "the private-access check finds nothing",
+           {"refit_verify.selftest.layering:private_accesses": lambda original: (lambda root: [])}, area="compare",
+           killers=("suites/pr/test_layering.py::test_private_access_is_reported",)),
+    Mutant("run_drops_block_detail", "the run's comparisons keep verdicts but drop per-block counts: heatmaps "
+           "empty, or a second compare to get them back", {"refit_verify.refit.run:compare_states": _no_block_detail},
+           area="compare", killers=("suites/pr/test_one_comparison.py::test_stream_run_and_diff_return_one_type",)),
+]

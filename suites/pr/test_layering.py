@@ -23,23 +23,6 @@ def test_imports_go_down_the_floors():
     assert not bad, "\n".join(bad)
 
 
-def test_no_cycle_between_rooms():
-    """Independent of the floor table: the room graph has no cycle (a room reaching itself)."""
-    graph: dict = {}
-    for src, dst in layering.import_edges(ROOT):
-        graph.setdefault(src, set()).add(dst)
-
-    def reach(start):
-        seen, todo = set(), [start]
-        while todo:
-            for nxt in graph.get(todo.pop(), ()):
-                if nxt not in seen:
-                    seen.add(nxt)
-                    todo.append(nxt)
-        return seen
-    assert not [r for r in graph if r in reach(r)]
-
-
 def test_upward_import_is_reported(tmp_path):
     pkg = tmp_path / "refit_verify"
     (pkg / "fp8").mkdir(parents=True)
@@ -48,3 +31,19 @@ def test_upward_import_is_reported(tmp_path):
     (pkg / "refit" / "run.py").write_text("from refit_verify.fp8 import quantize\n")
     bad = layering.violations(layering.import_edges(pkg))
     assert bad == ["fp8 (floor 2) imports refit (floor 6) in refit_verify/fp8/x.py"], bad
+
+
+def test_no_module_reads_another_modules_private_names():
+    bad = layering.private_accesses(ROOT)
+    assert not bad, "\n".join(bad)
+
+
+def test_private_access_is_reported(tmp_path):
+    pkg = tmp_path / "refit_verify"
+    (pkg / "engine").mkdir(parents=True)
+    (pkg / "engine" / "x.py").write_text("from refit_verify.refit import run as R\n"
+                                          "from refit_verify.refit.loader import _helper\n"
+                                          "def f(store):\n    return R._quantizer_name, store._route\n")
+    bad = layering.private_accesses(pkg)
+    assert bad == ["refit_verify/engine/x.py:2: imports refit_verify.refit.loader._helper",
+                   "refit_verify/engine/x.py:4: reads R._quantizer_name"], bad

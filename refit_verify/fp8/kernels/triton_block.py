@@ -229,6 +229,11 @@ BITS_448_C = tl.constexpr(BITS_448)
 _SPECS: dict = {}
 
 
+def clear_spec_cache() -> None:
+    """Forget the kernel constexprs built per (recipe, semantics)."""
+    _SPECS.clear()
+
+
 def spec_constexprs(r, div_recip, cast_nan):
     key = (r, div_recip, cast_nan)
     if key not in _SPECS:
