@@ -129,7 +129,8 @@ def refit_pipeline(ctx: JobContext) -> JobResult:
                                                                   if isinstance(v, (int, float))}}
                            for p in r.paths.values()]
     if ctx.options.get("whatif", "1") != "0":
-        res.tables["whatif"], shown = _whatif_rows(ctx, cfg, weights, engine, sb, [p for p in WEIGHT_PRESETS if p != trainer])
+        res.tables["whatif"], shown = _whatif_rows(ctx, cfg, weights, engine, r.states["after"],
+                                                    [p for p in WEIGHT_PRESETS if p != trainer])
         if not res.tables["block_mismatch"] and shown:
             # nothing to show for the run's pair: show the classic drift (NeMo-RL scale form vs vLLM)
             res.tables["block_mismatch"] = [dict(h, label=f"what-if trainer={shown[0]} vs engine={engine}")
@@ -163,17 +164,17 @@ def _row_metrics(e):
     return e.get("all_full") or dict(e["all"], calc_diff=float("nan"))
 
 
-def _whatif_rows(ctx, cfg, weights, engine, after_store, presets):
-    """Each other preset as the trainer's quantizer, FP8-before only, against the FP8-after store.
+def _whatif_rows(ctx, cfg, weights, engine, after_state, presets):
+    """Each other preset as the trainer's quantizer, FP8-before only, against the FP8-after engine state.
 
     Returns (rows, (preset, its FP8 TensorComparisons) of the NeMo-RL row for the heatmap, or None)."""
-    from refit_verify.refit.run import compare_stores, run_refit
+    from refit_verify.refit.run import compare_states, run_refit
 
     rows, shown = [], None
     for p in presets:
         ctx.progress(f"what-if trainer={p}")
         w = run_refit(cfg, weights, before=p, after=engine, seed=ctx.seed, paths=("before",))
-        comps = compare_stores(w.stores["before"], after_store)
+        comps = compare_states(w.states["before"], after_state)
         n_el = sum(c.n_elements for c in comps if c.kind == "fp8")
         n_code = sum(c.n_code_mismatch for c in comps)
         rows.append({"trainer": p, "engine": engine, "n_code_mismatch": n_code,

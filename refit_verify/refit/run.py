@@ -25,9 +25,8 @@ from refit_verify.model.config import ModelConfig, load_config
 from refit_verify.model.weights import synthesize_weights
 from refit_verify.refit.exporter import TrainerExporter
 from refit_verify.refit.findings import Finding
-from refit_verify.layout import Rank
 from refit_verify.refit.engine import Engine, EngineFactory, EngineState
-from refit_verify.refit.loader import FP8_DTYPES, EngineStore, engine_linears
+from refit_verify.refit.loader import FP8_DTYPES, engine_linears
 from refit_verify.refit.postload import RequantRecord
 from refit_verify.refit.reference_engine import ReferenceEngineFactory
 from refit_verify.refit.selection import resolve_selection
@@ -311,13 +310,6 @@ def error_vs_source(cfg: ModelConfig, params: dict, weights: dict, full: bool = 
                 entry["shards"][str(s.shard_id)] = _metrics_from_sums(sums, off, off + s.rows)
         out[site.prefix + ".weight"] = entry
     return out
-
-
-def compare_stores(a: EngineStore, b: EngineStore) -> list[TensorComparison]:
-    """Two reference stores, compared as the engine states they expose."""
-    def state(st):
-        return EngineState(ranks={Rank(): st.parameters()}, meta={"block": st.block})
-    return compare_states(state(a), state(b))
 
 
 def compare_states(a: EngineState, b: EngineState) -> list[TensorComparison]:
