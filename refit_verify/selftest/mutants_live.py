@@ -47,8 +47,44 @@ def _ignore_extra(original):
     return mutated
 
 
+def _unfused(original):
+    @functools.wraps(original)
+    def mutated(name):
+        return None
+    return mutated
+
+
+def _concat_scales(original):
+    @functools.wraps(original)
+    def mutated(prefix, shards, block, fp8):
+        weight = torch.cat([d for d, _ in shards], 0)
+        return weight, (torch.cat([s for _, s in shards], 0) if fp8 else None)
+    return mutated
+
+
+def _accept_incompatible(original):
+    @functools.wraps(original)
+    def mutated(a, b, pa, pb):
+        return None
+    return mutated
+
+
+def _first_block_only(original):
+    @functools.wraps(original)
+    def mutated(expected, engine, repro):
+        job, d = original(expected, engine, repro)
+        job.tables["blocks"] = job.tables["blocks"][:1]
+        job.metrics["mismatched_blocks"] = min(1, job.metrics["mismatched_blocks"])
+        return job, d
+    return mutated
+
+
 C = "refit_verify.live.compare"
 KC = ("suites/pr/test_live_compare.py",)
+
+E = "refit_verify.live.expect"
+KE = "suites/pr/test_live_expect.py"
+KL = "suites/pr/test_live_cli.py"
 
 MUTANTS = [
     Mutant("digest_ignores_scale", "block digest hashes the FP8 bytes only: a wrong weight_scale_inv "
@@ -62,4 +98,19 @@ MUTANTS = [
     Mutant("digest_diff_ignores_extra", "digest diff reports missing parameters but not ones the engine "
            "holds that the trainer never sent", {f"{C}:compare_documents": _ignore_extra}, area="live",
            killers=KC),
+    Mutant("expect_unfused_names", "trainer-side expectation keeps HF names (q_proj/k_proj/v_proj, gate_proj/"
+           "up_proj) instead of the engine's fused qkv_proj/gate_up_proj: every fused parameter reads as missing",
+           {f"{E}:_fuse_target": _unfused}, area="live",
+           killers=(f"{KE}::test_engine_names_and_fusing", f"{KL}::test_expect_digest_diff_equal")),
+    Mutant("expect_scales_concatenated", "fused scale built by concatenating the shards' scales, not by vLLM's "
+           "block-rounded placement (differs whenever a shard boundary is not a multiple of 128)",
+           {f"{E}:_fused_parameter": _concat_scales}, area="live",
+           killers=(f"{KE}::test_unaligned_shards_follow_vllm_placement",)),
+    Mutant("digest_diff_accepts_incompatible", "diff of digest files taken with different blocks or sampling "
+           "compares them anyway instead of refusing (exit 2)",
+           {"refit_verify.live.commands:_incompatible": _accept_incompatible}, area="live",
+           killers=(f"{KL}::test_different_sampling_is_incompatible",)),
+    Mutant("digest_diff_table_first_block_only", "the diff report keeps only the first differing block",
+           {"refit_verify.live.commands:diff_job": _first_block_only}, area="live",
+           killers=(f"{KL}::test_stale_and_missing_parameters_named",)),
 ]

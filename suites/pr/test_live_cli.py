@@ -131,3 +131,6 @@ def test_stale_and_missing_parameters_named(run, capsys):
     assert f"{R0}/model.norm.weight: never written" in out
     assert f"{R0}/model.layers.0.extra.weight: extra" in out
     assert f"{R0}/{stale}: 4 block(s) differ" in out
+    job = json.loads((run / "r5" / "report.json").read_text())["jobs"][0]
+    assert job["metrics"]["mismatched_blocks"] == 4
+    assert [(b["tensor"], b["block"]) for b in job["tables"]["blocks"]] == [(stale, i) for i in range(4)]
