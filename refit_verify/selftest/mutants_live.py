@@ -79,6 +79,17 @@ def _first_block_only(original):
     return mutated
 
 
+def _params_snapshot_once(original):
+    cache = {}
+
+    @functools.wraps(original)
+    def mutated(model):
+        if id(model) not in cache:
+            cache[id(model)] = {n: t.clone() for n, t in original(model).items()}
+        return cache[id(model)]
+    return mutated
+
+
 C = "refit_verify.live.compare"
 KC = ("suites/pr/test_live_compare.py",)
 
@@ -113,4 +124,8 @@ MUTANTS = [
     Mutant("digest_diff_table_first_block_only", "the diff report keeps only the first differing block",
            {"refit_verify.live.commands:diff_job": _first_block_only}, area="live",
            killers=(f"{KL}::test_stale_and_missing_parameters_named",)),
+    Mutant("live_extension_stale_params", "worker extension digests a copy of the parameters taken at its first "
+           "call (load time) instead of what the engine holds now: every later refit looks unchanged",
+           {"refit_verify.live.vllm:model_parameters": _params_snapshot_once}, area="conformance", needs=("vllm",),
+           killers=("suites/conformance/test_live_vllm.py",)),
 ]
