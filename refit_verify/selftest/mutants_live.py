@@ -47,6 +47,14 @@ def _ignore_extra(original):
     return mutated
 
 
+def _skip_edge_tile(original):
+    @functools.wraps(original)
+    def mutated(gm, gn, words_per_block):
+        tiles = list(original(gm, gn, words_per_block))
+        return [t for t in tiles if not (t[3] == gn and t[2] > 0)] or tiles
+    return mutated
+
+
 def _unfused(original):
     @functools.wraps(original)
     def mutated(name):
@@ -109,6 +117,10 @@ MUTANTS = [
     Mutant("digest_diff_ignores_extra", "digest diff reports missing parameters but not ones the engine "
            "holds that the trainer never sent", {f"{C}:compare_documents": _ignore_extra}, area="live",
            killers=KC),
+    Mutant("digest_tile_skips_edge", "tiled digest misses the last column tile of each row of tiles (the "
+           "classic edge-tile bug of a blocked kernel): those blocks are never hashed",
+           {f"{D}:_chunks": _skip_edge_tile}, area="live",
+           killers=("suites/pr/test_live_digest.py::test_tiled_fast_path_equals_definition",)),
     Mutant("expect_unfused_names", "trainer-side expectation keeps HF names (q_proj/k_proj/v_proj, gate_proj/"
            "up_proj) instead of the engine's fused qkv_proj/gate_up_proj: every fused parameter reads as missing",
            {f"{E}:_fuse_target": _unfused}, area="live",
