@@ -69,10 +69,26 @@ def _padded_bytes(data: torch.Tensor, block: tuple[int, int]):
 
 def _block_words(data: torch.Tensor, block: tuple[int, int]):
     """(blocks, words_per_block) int64 words, blocks in row-major block order: the definition, spelled out
-    (used for sampled blocks; the full-tensor path sums the same terms without this copy)."""
+    (the reference the fast paths are tested against)."""
     b, (gm, gn), wn = _padded_bytes(data, block)
     words = b.view(torch.int32).to(torch.int64) & _M32
     return words.view(gm, block[0], gn, wn).permute(0, 2, 1, 3).reshape(gm * gn, block[0] * wn), (gm, gn)
+
+
+def _sampled_words(data: torch.Tensor, block: tuple[int, int], indices: list[int]) -> torch.Tensor:
+    """(len(indices), words_per_block) int64 words of just these blocks, padded as the definition pads
+    (touches K blocks, not the tensor: the sampled per-step guard costs K blocks per tensor)."""
+    bm, bn = block
+    b = _bytes(data)
+    width = bn * data.element_size()
+    gn = -(-b.shape[1] // width)
+    wpad = -(-width // 4) * 4
+    out = torch.zeros(len(indices), bm, wpad, dtype=torch.uint8, device=b.device)
+    for j, i in enumerate(indices):
+        r, c = divmod(i, gn)
+        tile = b[r * bm:(r + 1) * bm, c * width:(c + 1) * width]
+        out[j, :tile.shape[0], :tile.shape[1]] = tile
+    return (out.view(torch.int32).to(torch.int64) & _M32).reshape(len(indices), -1)
 
 
 def _mix_(x: torch.Tensor, c: int, tmp: torch.Tensor) -> torch.Tensor:
@@ -124,19 +140,22 @@ def block_digests(data: torch.Tensor, scale: torch.Tensor, block: tuple[int, int
                   indices: torch.Tensor | None = None) -> torch.Tensor:
     """(blocks, 2) int64 lanes in [0, 2**32) on data's device; rows in row-major block order,
     or only the blocks at `indices` (flat row-major block indices) in that order."""
+    if data.dim() != 2:
+        raise BadInputError(f"digest needs a 2-D weight, got shape {tuple(data.shape)}")
     bm, bn = block
-    gm = -(-data.shape[0] // bm) if data.dim() == 2 else 0
-    gn = -(-data.shape[1] // bn) if data.dim() == 2 else 0
+    gm, gn = -(-data.shape[0] // bm), -(-data.shape[1] // bn)
     sw = _scale_words(scale).reshape(-1)
-    if data.dim() == 2 and sw.numel() != gm * gn:
+    if sw.numel() != gm * gn:
         raise BadInputError(f"scale has {sw.numel()} elements, weight {tuple(data.shape)} has "
                             f"{gm * gn} blocks of {block}")
     if indices is None:
         sums, _ = _word_sums(data, block)
     else:
-        words, _ = _block_words(data, block)
-        indices = indices.to(words.device)
-        words, sw = words.index_select(0, indices), sw.index_select(0, indices.to(sw.device))
+        idx = [int(i) for i in indices.reshape(-1).tolist()]
+        if any(not 0 <= i < gm * gn for i in idx):
+            raise BadInputError(f"block indices must lie in [0, {gm * gn}), got {idx}")
+        words = _sampled_words(data, block, idx)
+        sw = sw.index_select(0, torch.tensor(idx, dtype=torch.int64, device=sw.device))
         pos = torch.arange(words.shape[1], dtype=torch.int64, device=words.device)
         sums = [_mix(words ^ _mix(pos, c_pos), c_word).sum(dim=1) for c_pos, c_word in _LANES]
     sw = sw.to(sums[0].device)

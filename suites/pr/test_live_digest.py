@@ -103,7 +103,10 @@ def test_tiled_fast_path_equals_definition(monkeypatch, chunk):
 
     monkeypatch.setattr(D, "CHUNK_WORDS", chunk)  # small tiles: several per block row, partial edges
     q = _qt((300, 700))
-    assert lanes_hex(block_digests(q.data, q.scale_inv)) == _definition(q.data, q.scale_inv, (128, 128))
+    full = _definition(q.data, q.scale_inv, (128, 128))
+    assert lanes_hex(block_digests(q.data, q.scale_inv)) == full
+    picks = [17, 0, 5, 12]  # the partial corner block, the first, a partial edge of each kind
+    assert lanes_hex(block_digests(q.data, q.scale_inv, indices=torch.tensor(picks))) == [full[i] for i in picks]
     g = torch.Generator().manual_seed(case_seed(0, "raw"))
     raw = torch.randint(0, 256, (1, 5 * 4096 + 6), generator=g, dtype=torch.uint8)
     zero = torch.zeros(6, dtype=torch.uint8)
