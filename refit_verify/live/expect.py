@@ -26,6 +26,7 @@ from refit_verify.live.fileformat import SCALE_SUFFIX, digest_document
 from refit_verify.refit.placement import place_scale_vllm
 from refit_verify.refit.selection import ROUTER_PATTERNS, heuristic_is_fp8, matches_pattern
 
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 # (HF suffix of a shard, engine suffix of the fused parameter, shard position)
 FUSED_SHARDS = {
     "self_attn.q_proj": ("self_attn.qkv_proj", 0), "self_attn.k_proj": ("self_attn.qkv_proj", 1),
@@ -73,17 +74,25 @@ def _fused_parameter(prefix: str, shards: list, block, fp8: bool):
 
 def engine_tensors(named_tensors: Mapping[str, torch.Tensor], recipe="vllm_per_block",
                    fp8: Optional[Callable[[str, tuple], bool]] = None) -> dict:
-    """{engine name: tensor} an unsharded engine holds after a correct refit of `named_tensors`."""
+    """{engine name: tensor} an unsharded engine holds after a correct refit of `named_tensors`.
+
+    `named_tensors` holds the trainer's BF16 weights, or what an FP8-before refit sends (`name` in FP8
+    with `name_scale_inv`): those pairs are taken as sent, not quantized again, so the check then costs
+    only the digest and covers transport and loading (not the trainer's quantizer)."""
     r = get_recipe(recipe)
     is_fp8 = fp8 or engine_fp8
     out, groups = {}, {}
     for name, t in named_tensors.items():
-        quant = is_fp8(name, tuple(t.shape))
-        if quant:
+        if name.endswith(SCALE_SUFFIX):
+            continue
+        sent_scale = named_tensors.get(name + SCALE_SUFFIX)
+        if sent_scale is not None and t.dtype in FP8_DTYPES:  # FP8-before payload: quantized already
+            quant, data, scale = True, t, sent_scale
+        elif is_fp8(name, tuple(t.shape)):
             q = quantize(t, r, name=name)
-            data, scale = q.data.contiguous(), q.scale_inv.contiguous()
+            quant, data, scale = True, q.data.contiguous(), q.scale_inv.contiguous()
         else:
-            data, scale = t, None
+            quant, data, scale = False, t, None
         target = _fuse_target(name)
         if target is None:
             out[name] = data

@@ -82,3 +82,12 @@ def test_layout_needs_a_placement_and_one_plugs_in(tiny):
 
     doc = expect(w, layout=Layout(tp=2), placement=replicate)
     assert sorted(doc["ranks"]) == [Rank(0).label, Rank(1).label] and doc["layout"]["tp"] == 2
+
+
+def test_expect_of_the_fp8_before_payload_equals_expect_of_bf16(tiny):
+    from refit_verify.refit.exporter import TrainerExporter
+
+    cfg, w = tiny
+    sent = dict(TrainerExporter(w, "before", "vllm_per_block"))
+    assert any(n.endswith("_scale_inv") for n in sent)
+    assert compare_documents(expect(w), expect(sent)).equal
