@@ -98,6 +98,23 @@ def _params_snapshot_once(original):
     return mutated
 
 
+def _first_tensor_only(original):
+    @functools.wraps(original)
+    def mutated(expected, engine):
+        d = original(expected, engine)
+        if d.blocks:
+            first = d.blocks[0][:2]
+            d.blocks = [b for b in d.blocks if b[:2] == first]
+        return d
+    return mutated
+
+
+def _kv_swapped(original):
+    out = dict(original)
+    out["self_attn.k_proj"], out["self_attn.v_proj"] = original["self_attn.v_proj"], original["self_attn.k_proj"]
+    return out
+
+
 C = "refit_verify.live.compare"
 KC = ("suites/pr/test_live_compare.py",)
 
@@ -140,4 +157,11 @@ MUTANTS = [
            "call (load time) instead of what the engine holds now: every later refit looks unchanged",
            {"refit_verify.live.vllm:model_parameters": _params_snapshot_once}, area="conformance", needs=("vllm",),
            killers=("suites/conformance/test_live_vllm.py",)),
+    Mutant("digest_diff_first_tensor_only", "digest diff stops at the first tensor with differing blocks: a second "
+           "bad tensor in the same step goes unreported", {f"{C}:compare_documents": _first_tensor_only}, area="live",
+           killers=(f"{KE}::test_reference_engine_stale_shard_and_skipped_parameter_named",)),
+    Mutant("expect_kv_order_swapped", "trainer-side fusion puts v before k in qkv_proj (the engine loads q, k, v)",
+           {f"{E}:FUSED_SHARDS": _kv_swapped}, area="live",
+           killers=(f"{KE}::test_expect_equals_both_refit_paths",
+                    f"{KE}::test_reference_engine_stale_shard_and_skipped_parameter_named")),
 ]

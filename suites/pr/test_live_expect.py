@@ -91,3 +91,33 @@ def test_expect_of_the_fp8_before_payload_equals_expect_of_bf16(tiny):
     sent = dict(TrainerExporter(w, "before", "vllm_per_block"))
     assert any(n.endswith("_scale_inv") for n in sent)
     assert compare_documents(expect(w), expect(sent)).equal
+
+
+def _refit(engine, weights, drop=()):
+    from refit_verify.refit.exporter import TrainerExporter
+
+    ex = TrainerExporter(weights, "before", "vllm_per_block")
+    engine.begin_refit(ex.metadata())
+    engine.receive([(n, t) for n, t in ex if not any(n.startswith(d) for d in drop)])
+    engine.finish_refit()
+    st = engine.state()
+    return digest_document(st.ranks, "vllm_per_block", (128, 128), st.layout, "engine")
+
+
+def test_reference_engine_stale_shard_and_skipped_parameter_named(tiny):
+    """Through the Engine protocol: a k_proj sent from the previous step, a down_proj never sent."""
+    from refit_verify.refit.reference_engine import ReferenceEngine
+
+    cfg, w1 = tiny
+    w0 = synthesize_weights(cfg, 4)
+    engine = ReferenceEngine(cfg)
+    assert compare_documents(expect(w0), _refit(engine, w0)).equal
+    k, down = "model.layers.0.self_attn.k_proj.weight", "model.layers.0.mlp.down_proj.weight"
+    stale = dict(w1)
+    stale[k] = w0[k]
+    d = compare_documents(expect(w1), _refit(engine, stale, drop=(down,)))
+    got = sorted({(n, b) for _, n, b, _, _ in d.blocks})
+    qkv = "model.layers.0.self_attn.qkv_proj.weight"
+    # q is rows 0..255, k rows 256..383: block row 2 (2 block columns); down_proj (256 x 768): 2 x 6 blocks
+    assert got == sorted([(qkv, 4), (qkv, 5)] + [(down, b) for b in range(12)])
+    assert not (d.missing or d.extra or d.shape or d.meta)
