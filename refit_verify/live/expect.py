@@ -22,7 +22,7 @@ from refit_verify.errors import BadInputError, LoadError
 from refit_verify.fp8 import get_recipe, quantize
 from refit_verify.fp8.format import FP32_FILL
 from refit_verify.layout import SINGLE, Layout, Rank
-from refit_verify.live.fileformat import SCALE_SUFFIX, digest_document
+from refit_verify.live.fileformat import SCALE_SUFFIX, digest_document, digest_rank
 from refit_verify.refit.placement import place_scale_vllm
 from refit_verify.refit.selection import ROUTER_PATTERNS, heuristic_is_fp8, matches_pattern
 
@@ -125,10 +125,66 @@ def single_placement(params: dict, layout: Layout) -> dict:
     return {Rank(): params}
 
 
+class Expectation:
+    """`expect` fed bucket by bucket, as a refit streams: each engine parameter is digested (and its
+    tensors released) as soon as everything it is built from has arrived: all shards of a fused
+    parameter, and the scale of an FP8-before weight, which may travel in a later bucket."""
+
+    def __init__(self, recipe="vllm_per_block", layout: Layout = SINGLE, *, placement: Optional[Placement] = None,
+                 sample: Optional[dict] = None, fp8: Optional[Callable[[str, tuple], bool]] = None):
+        self.recipe, self.layout, self.sample, self.fp8 = get_recipe(recipe), layout, sample, fp8
+        self.placement = placement or single_placement
+        self.held: dict = {}
+        self.ranks: dict = {}
+
+    def _waits(self, name: str) -> bool:
+        t = self.held.get(name)
+        return t is None or (t.dtype in FP8_DTYPES and name + SCALE_SUFFIX not in self.held)
+
+    def _ready_groups(self) -> list:
+        groups, seen = [], set()
+        for name in list(self.held):
+            if name.endswith(SCALE_SUFFIX) or name in seen:
+                continue
+            target = _fuse_target(name)
+            if target is None:
+                members = [name]
+            else:
+                width = _FUSED_WIDTH[".".join(target[0].split(".")[-2:])]
+                members = [n for n in self.held if not n.endswith(SCALE_SUFFIX) and (_fuse_target(n) or ("",))[0]
+                           == target[0]]
+                if len(members) < width:
+                    continue
+            seen.update(members)
+            if not any(self._waits(n) for n in members):
+                groups.append(members)
+        return groups
+
+    def add(self, named_tensors) -> "Expectation":
+        items = named_tensors.items() if hasattr(named_tensors, "items") else named_tensors
+        self.held.update(items)
+        for members in self._ready_groups():
+            part = {}
+            for n in members:
+                part[n] = self.held.pop(n)
+                if n + SCALE_SUFFIX in self.held:
+                    part[n + SCALE_SUFFIX] = self.held.pop(n + SCALE_SUFFIX)
+            for rank, params in self.placement(engine_tensors(part, self.recipe, self.fp8), self.layout).items():
+                self.ranks.setdefault(rank, {}).update(digest_rank(params, self.recipe.block, rank, self.sample))
+        return self
+
+    def document(self) -> dict:
+        if self.held:
+            raise BadInputError(f"incomplete: {sorted(self.held)[:5]} still wait for the rest of their fused "
+                                "parameter or for their scale")
+        doc = digest_document({}, self.recipe.name, self.recipe.block, self.layout, "expected", self.sample)
+        doc["ranks"] = {r.label: dict(sorted(p.items())) for r, p in sorted(self.ranks.items(), key=lambda x: x[0].label)}
+        return doc
+
+
 def expect(named_tensors: Mapping[str, torch.Tensor], recipe="vllm_per_block", layout: Layout = SINGLE, *,
            placement: Optional[Placement] = None, sample: Optional[dict] = None,
            fp8: Optional[Callable[[str, tuple], bool]] = None) -> dict:
-    """The expected digest document for the trainer's HF-named BF16 weights (compare with `digest`'s)."""
-    r = get_recipe(recipe)
-    per_rank = (placement or single_placement)(engine_tensors(named_tensors, r, fp8), layout)
-    return digest_document(per_rank, r.name, r.block, layout, "expected", sample)
+    """The expected digest document for the trainer's HF-named BF16 weights or FP8-before payload
+    (compare with the engine's); `Expectation` does the same bucket by bucket."""
+    return Expectation(recipe, layout, placement=placement, sample=sample, fp8=fp8).add(named_tensors).document()

@@ -115,6 +115,13 @@ def _kv_swapped(original):
     return out
 
 
+def _no_wait(original):
+    @functools.wraps(original)
+    def mutated(self, name):
+        return name not in self.held
+    return mutated
+
+
 C = "refit_verify.live.compare"
 KC = ("suites/pr/test_live_compare.py",)
 
@@ -164,4 +171,8 @@ MUTANTS = [
            {f"{E}:FUSED_SHARDS": _kv_swapped}, area="live",
            killers=(f"{KE}::test_expect_equals_both_refit_paths",
                     f"{KE}::test_reference_engine_stale_shard_and_skipped_parameter_named")),
+    Mutant("expect_bucket_does_not_wait_for_scale", "bucketed expectation digests an FP8 weight before its "
+           "scale arrives (the scale travels in the next bucket): it is quantized again as if BF16",
+           {f"{E}:Expectation._waits": _no_wait}, area="live",
+           killers=(f"{KE}::test_bucketed_expectation_waits_for_shards_and_scales",)),
 ]

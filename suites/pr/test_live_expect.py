@@ -121,3 +121,20 @@ def test_reference_engine_stale_shard_and_skipped_parameter_named(tiny):
     # q is rows 0..255, k rows 256..383: block row 2 (2 block columns); down_proj (256 x 768): 2 x 6 blocks
     assert got == sorted([(qkv, 4), (qkv, 5)] + [(down, b) for b in range(12)])
     assert not (d.missing or d.extra or d.shape or d.meta)
+
+
+def test_bucketed_expectation_waits_for_shards_and_scales(tiny):
+    """Buckets split a fused parameter and put a weight's scale in the next bucket: same document."""
+    from refit_verify.live.expect import Expectation
+    from refit_verify.refit.exporter import TrainerExporter
+
+    cfg, w = tiny
+    stream = list(TrainerExporter(w, "before", "vllm_per_block"))
+    ex = Expectation()
+    for i in range(0, len(stream), 3):  # 3 tensors a bucket: weight and scale often apart
+        ex.add(stream[i:i + 3])
+        assert not any(n.endswith("k_proj.weight") for n in ex.held) or "model.layers.0.self_attn.qkv_proj.weight" \
+            not in ex.ranks.get(Rank(), {})
+    assert ex.document() == expect(w)
+    with pytest.raises(BadInputError, match="still wait"):
+        Expectation().add([(n, t) for n, t in stream if n != "model.layers.0.mlp.down_proj.weight_scale_inv"]).document()
