@@ -116,6 +116,7 @@ TARGETS = {
     "ref_placement_exact": [_R],
     "ref_placement_no_raise": [_R],
     "vllm_refit_hides_no_online_quant": [_R],
+    "live_extension_stale_params": ["suites/conformance/test_live_vllm.py"],  # declared in mutants_live
 }
 
 # mutant -> module it needs (the reference pipeline, branch refit): skipped, with the reason, until present
