@@ -68,10 +68,22 @@ def _block_words(data: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
     return words.view(gm, bm, gn, wn).permute(0, 2, 1, 3).reshape(gm * gn, bm * wn), (gm, gn)
 
 
+def _kernel_ok(data, scale, block) -> bool:
+    try:
+        from refit_verify.live.digest_triton import kernel_applies
+    except ImportError:  # no triton: the torch path below runs on the GPU too
+        return False
+    return kernel_applies(data, scale, block) and data.is_contiguous()
+
+
 def block_digests(data: torch.Tensor, scale: torch.Tensor, block: tuple[int, int] = (128, 128),
                   indices: torch.Tensor | None = None) -> torch.Tensor:
     """(blocks, 2) int64 lanes in [0, 2**32) on data's device; rows in row-major block order,
     or only the blocks at `indices` (flat row-major block indices) in that order."""
+    if data.is_cuda and indices is None and _kernel_ok(data, scale, block):
+        from refit_verify.live.digest_triton import block_digests_triton
+
+        return block_digests_triton(data, scale)  # the same integers (suites/nightly/test_digest_gpu.py)
     words, (gm, gn) = _block_words(data, block)
     sw = _scale_words(scale).reshape(-1)
     if sw.numel() != gm * gn:

@@ -1,0 +1,74 @@
+"""The per-block digest of live/digest.py as one Triton kernel: same integers, bit for bit.
+
+Each program digests one 128x128 block of FP8 codes (128 rows of 32 little-endian 32-bit words,
+zero words past the tensor's edge): per lane, the sum mod 2**32 of mix(word ^ mix(pos)) plus the
+scale term, then mix of the sum. uint32 arithmetic wraps mod 2**32, which is exactly the masked
+int64 arithmetic of the torch definition. Used for 1-byte data whose rows are whole words
+(columns and row stride multiples of 4) and 4-byte scales; anything else takes the torch path.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from refit_verify.live.digest import _LANES, _SCALE_SALT
+
+
+@triton.jit
+def _mix(x, C: tl.constexpr):
+    x = (x ^ (x >> 16)) * C
+    x = (x ^ (x >> 15)) * (C | 1)
+    return x ^ (x >> 16)
+
+
+@triton.jit
+def _lane(words, pos, sw, CP: tl.constexpr, CW: tl.constexpr, SALT: tl.constexpr):
+    acc = tl.sum(tl.sum(_mix(words ^ _mix(pos, CP), CW), axis=1), axis=0)
+    acc = acc + _mix(sw ^ SALT, CW)
+    return _mix(acc, CP)
+
+
+@triton.jit(do_not_specialize=["m", "nw", "stride_w", "nbn"])
+def _digest_kernel(w_ptr, s_ptr, out_ptr, m, nw, stride_w, nbn,
+                   C0P: tl.constexpr, C0W: tl.constexpr, C1P: tl.constexpr, C1W: tl.constexpr,
+                   SALT: tl.constexpr):
+    blk = tl.program_id(0)
+    bi = blk // nbn
+    bj = blk - bi * nbn
+    r = tl.arange(0, 128)
+    c = tl.arange(0, 32)
+    rows = bi * 128 + r
+    cols = bj * 32 + c
+    ptr = w_ptr + rows[:, None].to(tl.int64) * stride_w + cols[None, :]
+    words = tl.load(ptr, mask=(rows[:, None] < m) & (cols[None, :] < nw), other=0).to(tl.uint32, bitcast=True)
+    pos = (r[:, None] * 32 + c[None, :]).to(tl.uint32)
+    sw = tl.load(s_ptr + blk).to(tl.uint32, bitcast=True)
+    l0 = _lane(words, pos, sw, C0P, C0W, SALT)
+    l1 = _lane(words, pos, sw, C1P, C1W, SALT)
+    tl.store(out_ptr + blk.to(tl.int64) * 2, l0.to(tl.int64) & 0xFFFFFFFF)
+    tl.store(out_ptr + blk.to(tl.int64) * 2 + 1, l1.to(tl.int64) & 0xFFFFFFFF)
+
+
+def kernel_applies(data: torch.Tensor, scale: torch.Tensor, block) -> bool:
+    return (tuple(block) == (128, 128) and data.dim() == 2 and data.element_size() == 1
+            and scale.element_size() == 4 and data.stride(1) == 1 and data.shape[1] % 4 == 0
+            and data.stride(0) % 4 == 0 and data.data_ptr() % 4 == 0 and data.numel() > 0)
+
+
+def block_digests_triton(data: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(blocks, 2) int64 lanes, equal to live.digest.block_digests(data, scale) (all blocks)."""
+    m, n = data.shape
+    nbm, nbn = -(-m // 128), -(-n // 128)
+    if not data.is_contiguous():
+        raise ValueError("the digest kernel reads contiguous data; use live.digest.block_digests")
+    words = data.view(torch.uint8).view(torch.int32)
+    s = scale.contiguous().view(torch.int32).reshape(-1)
+    if s.numel() != nbm * nbn:
+        raise ValueError(f"scale has {s.numel()} elements, expected {nbm * nbn}")
+    out = torch.empty((nbm * nbn, 2), dtype=torch.int64, device=data.device)
+    (c0p, c0w), (c1p, c1w) = _LANES
+    _digest_kernel[(nbm * nbn,)](words, s, out, m, n // 4, n // 4, nbn, C0P=c0p, C0W=c0w, C1P=c1p, C1W=c1w,
+                                 SALT=_SCALE_SALT, num_warps=4)
+    return out
