@@ -24,9 +24,9 @@ import torch
 import triton
 import triton.language as tl
 
-from refit_verify.fp8.kernels.grouped import _block_codes, launch_extra
+from refit_verify.fp8.kernels.grouped import _cast_bare, launch_extra
 from refit_verify.fp8.kernels.spec import device_semantics
-from refit_verify.fp8.kernels.triton_block import INTERPRET, _scales, _spec
+from refit_verify.fp8.kernels.triton_block import BITS_448_C, INTERPRET, _cast_e4m3, _scales, _spec
 from refit_verify.fp8.presets import get_recipe
 
 TCOLS = 8  # int64 fields per tensor row
@@ -36,19 +36,47 @@ NO_DIFF = 1 << 30
 
 
 @triton.jit
-def _side_amax(x, inside, last, partial, PAD_EDGE: tl.constexpr, NAN_TO_NUM: tl.constexpr, EVEN: tl.constexpr):
-    """(values this side quantizes, its block amax as fp32): nan_to_num and NeMo's edge pad applied."""
-    xs = x
-    lv = last
+def _amax_bits(bits, NAN_TO_NUM: tl.constexpr):
+    """Largest sign-cleared fp32 pattern (NaN > inf > finite); under nan_to_num NaN counts as 0 and
+    inf as 448, in integer form, so the amax is that of the values the recipe quantizes."""
     if NAN_TO_NUM:
-        xs = tl.where(xs != xs, 0.0, xs)
-        xs = tl.where(xs == float("inf"), 448.0, tl.where(xs == float("-inf"), -448.0, xs))
-        lv = tl.where(lv != lv, 0.0, lv)
-        lv = tl.where(lv == float("inf"), 448.0, tl.where(lv == float("-inf"), -448.0, lv))
-    bits = tl.max(tl.max(xs.to(tl.int32, bitcast=True) & 0x7FFFFFFF, axis=1), axis=0)
+        bits = tl.where(bits > 0x7F800000, 0, tl.where(bits == 0x7F800000, BITS_448_C, bits))
+    return tl.max(tl.max(bits, axis=1), axis=0)
+
+
+@triton.jit
+def _side_scale(bits, last_bits, partial, PAD_EDGE: tl.constexpr, NAN_TO_NUM: tl.constexpr, EVEN: tl.constexpr):
+    """A recipe's block amax (fp32) from the block's sign-cleared fp32 patterns."""
+    amax = _amax_bits(bits, NAN_TO_NUM)
     if PAD_EDGE and not EVEN:
-        bits = tl.where(partial, tl.maximum(bits, lv.to(tl.int32, bitcast=True) & 0x7FFFFFFF), bits)
-    return xs, bits.to(tl.float32, bitcast=True)
+        lb = last_bits
+        if NAN_TO_NUM:
+            lb = tl.where(lb > 0x7F800000, 0, tl.where(lb == 0x7F800000, BITS_448_C, lb))
+        amax = tl.where(partial, tl.maximum(amax, lb), amax)
+    return amax.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _nan_to_num(x, NAN_TO_NUM: tl.constexpr):
+    if NAN_TO_NUM:
+        x = tl.where(x != x, 0.0, x)
+        x = tl.where(x == float("inf"), 448.0, tl.where(x == float("-inf"), -448.0, x))
+    return x
+
+
+@triton.jit
+def _codes(x, factor, CAST_NAN: tl.constexpr, CLAMP: tl.constexpr, QUANT_DIV: tl.constexpr,
+           SOFT_CAST: tl.constexpr, FULL: tl.constexpr):
+    if QUANT_DIV:
+        y = tl.math.div_rn(x, factor)
+    else:
+        y = x * factor
+    if FULL:
+        if CLAMP:
+            y = tl.where(y != y, y, tl.minimum(tl.maximum(y, -448.0), 448.0))
+        return _cast_e4m3(y, CAST_NAN, SOFT_CAST)
+    else:
+        return _cast_bare(y, SOFT_CAST)
 
 
 @triton.jit
@@ -77,6 +105,7 @@ def _fused_verify_kernel(
     B_INF_FMAX: tl.constexpr, B_QUANT_DIV: tl.constexpr, B_CLAMP: tl.constexpr, B_DIV_RECIP: tl.constexpr,
     B_CAST_NAN: tl.constexpr,
     EVEN: tl.constexpr, METRICS: tl.constexpr, SOFT_CAST: tl.constexpr, FAST_CAST: tl.constexpr,
+    SUB: tl.constexpr,
 ):
     blk = tl.program_id(0)
     t = tl.load(bmap_ptr + blk).to(tl.int64)
@@ -96,46 +125,109 @@ def _fused_verify_kernel(
     c = tl.arange(0, 128)
     off = r[:, None] * sx.to(tl.int32) + c[None, :]  # the host checks 128 * stride < 2**31
     lin = r[:, None] * 128 + c[None, :]
+    # pass 1: the whole block once from DRAM, amax of each side (integer max of fp32 patterns)
     inside = (r[:, None] < m_rem) & (c[None, :] < n_rem)
     if EVEN:
         x = tl.load(base + off).to(tl.float32)
     else:
         x = tl.load(base + off, mask=inside, other=0.0).to(tl.float32)
+    bits = x.to(tl.int32, bitcast=True) & 0x7FFFFFFF
     partial = (m_rem < 128) | (n_rem < 128)
     if (A_PAD_EDGE or B_PAD_EDGE) and not EVEN:
-        last = tl.load(x_ptr + tl.load(row + 6)).to(tl.float32)
+        last_bits = tl.load(x_ptr + tl.load(row + 6)).to(tl.float32).to(tl.int32, bitcast=True) & 0x7FFFFFFF
     else:
-        last = tl.full([], 0.0, tl.float32)
-    xa, amax_a = _side_amax(x, inside, last, partial, A_PAD_EDGE, A_NAN_TO_NUM, EVEN)
-    xb, amax_b = _side_amax(x, inside, last, partial, B_PAD_EDGE, B_NAN_TO_NUM, EVEN)
+        last_bits = tl.full([], 0, tl.int32)
+    amax_a = _side_scale(bits, last_bits, partial, A_PAD_EDGE, A_NAN_TO_NUM, EVEN)
+    amax_b = _side_scale(bits, last_bits, partial, B_PAD_EDGE, B_NAN_TO_NUM, EVEN)
     fa, sa = _scales(amax_a, A_HAS_FLOOR, A_FLOOR, A_SCALE_FORM, A_POW2, A_ZERO_ONE, A_INF_ONE, A_INF_FMAX,
                      A_QUANT_DIV, A_DIV_RECIP)
     fb, sb = _scales(amax_b, B_HAS_FLOOR, B_FLOOR, B_SCALE_FORM, B_POW2, B_ZERO_ONE, B_INF_ONE, B_INF_FMAX,
                      B_QUANT_DIV, B_DIV_RECIP)
-    ca = _block_codes(xa, amax_a, fa, A_CAST_NAN, A_CLAMP, A_QUANT_DIV, SOFT_CAST, FAST_CAST)
-    cb = _block_codes(xb, amax_b, fb, B_CAST_NAN, B_CLAMP, B_QUANT_DIV, SOFT_CAST, FAST_CAST)
-    diff = (ca != cb) & inside
-    nan_a = ((ca & 0x7F) == 0x7F) & inside
-    nan_b = ((cb & 0x7F) == 0x7F) & inside
-    steps = tl.abs(_ordered(ca) - _ordered(cb))
-    steps = tl.where(diff & ~nan_a & ~nan_b, steps, 0)
     o = iout_ptr + blk.to(tl.int64) * 8
-    tl.store(o, tl.sum(tl.sum(diff.to(tl.int32), axis=1), axis=0))
-    tl.store(o + 1, tl.min(tl.min(tl.where(diff, lin, NO_DIFF_C), axis=1), axis=0))
     tl.store(o + 2, sa.to(tl.int32, bitcast=True))
     tl.store(o + 3, sb.to(tl.int32, bitcast=True))
-    tl.store(o + 4, tl.sum(tl.sum(nan_a.to(tl.int32), axis=1), axis=0))
-    tl.store(o + 5, tl.sum(tl.sum(nan_b.to(tl.int32), axis=1), axis=0))
-    tl.store(o + 6, tl.max(tl.max(steps, axis=1), axis=0))
+    # a block whose largest scaled magnitude is finite and <= 464 on both sides needs no cast fix-up
+    # (grouped._block_codes explains why); the others take the full rule
+    if A_QUANT_DIV:
+        top_a = tl.math.div_rn(amax_a, fa)
+    else:
+        top_a = amax_a * fa
+    if B_QUANT_DIV:
+        top_b = tl.math.div_rn(amax_b, fb)
+    else:
+        top_b = amax_b * fb
+    safe = (top_a <= 464.0) & (tl.abs(fa) < float("inf")) & (top_b <= 464.0) & (tl.abs(fb) < float("inf"))
+    if FAST_CAST:
+        if safe:
+            _compare_pass(base, off, sx, m_rem, n_rem, fa, sa, fb, sb, o, fout_ptr + blk.to(tl.int64) * 4,
+                          A_NAN_TO_NUM, A_CAST_NAN, A_CLAMP, A_QUANT_DIV, B_NAN_TO_NUM, B_CAST_NAN, B_CLAMP,
+                          B_QUANT_DIV, EVEN, METRICS, SOFT_CAST, False, SUB)
+        else:
+            _compare_pass(base, off, sx, m_rem, n_rem, fa, sa, fb, sb, o, fout_ptr + blk.to(tl.int64) * 4,
+                          A_NAN_TO_NUM, A_CAST_NAN, A_CLAMP, A_QUANT_DIV, B_NAN_TO_NUM, B_CAST_NAN, B_CLAMP,
+                          B_QUANT_DIV, EVEN, METRICS, SOFT_CAST, True, SUB)
+    else:
+        _compare_pass(base, off, sx, m_rem, n_rem, fa, sa, fb, sb, o, fout_ptr + blk.to(tl.int64) * 4,
+                      A_NAN_TO_NUM, A_CAST_NAN, A_CLAMP, A_QUANT_DIV, B_NAN_TO_NUM, B_CAST_NAN, B_CLAMP,
+                      B_QUANT_DIV, EVEN, METRICS, SOFT_CAST, True, SUB)
+
+
+@triton.jit
+def _compare_pass(base, off, sx, m_rem, n_rem, fa, sa, fb, sb, o, f,
+                  A_NAN_TO_NUM: tl.constexpr, A_CAST_NAN: tl.constexpr, A_CLAMP: tl.constexpr,
+                  A_QUANT_DIV: tl.constexpr, B_NAN_TO_NUM: tl.constexpr, B_CAST_NAN: tl.constexpr,
+                  B_CLAMP: tl.constexpr, B_QUANT_DIV: tl.constexpr, EVEN: tl.constexpr, METRICS: tl.constexpr,
+                  SOFT_CAST: tl.constexpr, FULL: tl.constexpr, SUB: tl.constexpr):
+    """Pass 2, SUB rows at a time (the block comes back from L2): both sides' codes, compared."""
+    c = tl.arange(0, 128)
+    n_diff = tl.full([], 0, tl.int32)
+    first = tl.full([], NO_DIFF_C, tl.int32)
+    nan_a = tl.full([], 0, tl.int32)
+    nan_b = tl.full([], 0, tl.int32)
+    steps_max = tl.full([], 0, tl.int32)
+    w2 = tl.full([], 0.0, tl.float32)
+    ea2 = tl.full([], 0.0, tl.float32)
+    eb2 = tl.full([], 0.0, tl.float32)
+    eab2 = tl.full([], 0.0, tl.float32)
+    for r0 in tl.static_range(0, 128, SUB):
+        r = r0 + tl.arange(0, SUB)
+        offs = r[:, None] * sx.to(tl.int32) + c[None, :]
+        inside = (r[:, None] < m_rem) & (c[None, :] < n_rem)
+        if EVEN:
+            x = tl.load(base + offs).to(tl.float32)
+        else:
+            x = tl.load(base + offs, mask=inside, other=0.0).to(tl.float32)
+        ca = _codes(_nan_to_num(x, A_NAN_TO_NUM), fa, A_CAST_NAN, A_CLAMP, A_QUANT_DIV, SOFT_CAST, FULL)
+        cb = _codes(_nan_to_num(x, B_NAN_TO_NUM), fb, B_CAST_NAN, B_CLAMP, B_QUANT_DIV, SOFT_CAST, FULL)
+        diff = (ca != cb) & inside
+        n_diff += tl.sum(tl.sum(diff.to(tl.int32), axis=1), axis=0)
+        lin = r[:, None] * 128 + c[None, :]
+        first = tl.minimum(first, tl.min(tl.min(tl.where(diff, lin, NO_DIFF_C), axis=1), axis=0))
+        na = ((ca & 0x7F) == 0x7F) & inside
+        nb = ((cb & 0x7F) == 0x7F) & inside
+        if FULL:  # a safe block has no NaN codes
+            nan_a += tl.sum(tl.sum(na.to(tl.int32), axis=1), axis=0)
+            nan_b += tl.sum(tl.sum(nb.to(tl.int32), axis=1), axis=0)
+        steps = tl.where(diff & ~na & ~nb, tl.abs(_ordered(ca) - _ordered(cb)), 0)
+        steps_max = tl.maximum(steps_max, tl.max(tl.max(steps, axis=1), axis=0))
+        if METRICS:
+            src = tl.where(tl.abs(x) < float("inf"), x, 0.0)
+            da = tl.where(inside, _dequant(ca, sa), 0.0)
+            db = tl.where(inside, _dequant(cb, sb), 0.0)
+            w2 += tl.sum(tl.sum(src * src, axis=1), axis=0)
+            ea2 += tl.sum(tl.sum((src - da) * (src - da), axis=1), axis=0)
+            eb2 += tl.sum(tl.sum((src - db) * (src - db), axis=1), axis=0)
+            eab2 += tl.sum(tl.sum((da - db) * (da - db), axis=1), axis=0)
+    tl.store(o, n_diff)
+    tl.store(o + 1, first)
+    tl.store(o + 4, nan_a)
+    tl.store(o + 5, nan_b)
+    tl.store(o + 6, steps_max)
     if METRICS:
-        src = tl.where(tl.abs(x) < float("inf"), x, 0.0)
-        da = tl.where(inside, _dequant(ca, sa), 0.0)
-        db = tl.where(inside, _dequant(cb, sb), 0.0)
-        f = fout_ptr + blk.to(tl.int64) * 4
-        tl.store(f, tl.sum(tl.sum(src * src, axis=1), axis=0))
-        tl.store(f + 1, tl.sum(tl.sum((src - da) * (src - da), axis=1), axis=0))
-        tl.store(f + 2, tl.sum(tl.sum((src - db) * (src - db), axis=1), axis=0))
-        tl.store(f + 3, tl.sum(tl.sum((da - db) * (da - db), axis=1), axis=0))
+        tl.store(f, w2)
+        tl.store(f + 1, ea2)
+        tl.store(f + 2, eb2)
+        tl.store(f + 3, eab2)
 
 
 NO_DIFF_C = tl.constexpr(NO_DIFF)
@@ -171,8 +263,8 @@ def _tables(tensors):
     return torch.tensor(rows, dtype=torch.int64), torch.from_numpy(bmap), counts, even
 
 
-def fused_block_stats(tensors, recipe_a, recipe_b, metrics: bool = True, semantics=None, num_warps: int = 8,
-                      fast_cast: bool = True):
+def fused_block_stats(tensors, recipe_a, recipe_b, metrics: bool = True, semantics=None, num_warps: int = 4,
+                      fast_cast: bool = True, sub: int = 32):
     """Launch the fused verifier over `tensors` (2-D, one dtype, one device).
 
     Returns (iout (blocks, 8) int32, fout (blocks, 4) float32, counts: blocks per tensor), on the device.
@@ -190,7 +282,7 @@ def fused_block_stats(tensors, recipe_a, recipe_b, metrics: bool = True, semanti
     iout = torch.empty((nblk, ICOLS), dtype=torch.int32, device=dev)
     fout = torch.zeros((nblk, FCOLS), dtype=torch.float32, device=dev)
     _fused_verify_kernel[(nblk,)](tensors[0], ttab, bmap, iout, fout, nblk, **spec_a, **spec_b, EVEN=even,
-                                  METRICS=metrics, SOFT_CAST=INTERPRET, FAST_CAST=fast_cast,
+                                  METRICS=metrics, SOFT_CAST=INTERPRET, FAST_CAST=fast_cast, SUB=sub,
                                   num_warps=num_warps, **launch_extra())
     return iout, fout, counts
 
