@@ -100,7 +100,7 @@ def verifier():
     torch.cuda.synchronize()
     items = list(weights.items())
     rows = []
-    for ra, rb in (("nemo_rl", "nemo_rl"), ("nemo_rl", "vllm_per_block"), ("vllm_per_block", "vllm_per_block")):
+    for ra, rb in (("nemo_rl", "nemo_rl"), ("nemo_rl", "vllm_per_block")):
         qa, qb = make_quantizer(ra, "triton"), make_quantizer(rb, "triton")
         verify_stream(items[:12], qa, qb)
         ts = []
@@ -121,16 +121,19 @@ def verifier():
     # kernel alone, launch variants, linears only
     lin = [w for n, w in items if w.dim() == 2 and "layers" in n]
     nbytes = sum(w.numel() * 2 for w in lin)
-    for nw in (4, 8, 16):
-        for metrics in (True, False):
-            try:
-                t = med(lambda: fused_block_stats(lin, "nemo_rl", "vllm_per_block", metrics, num_warps=nw), reps=10, warm=2)
-            except Exception as exc:
-                print(f"fused kernel w{nw} metrics={metrics}: ERROR {exc}"[:300], flush=True)
-                continue
-            print(f"fused kernel only (linears, {nbytes / 1e9:.1f} GB bf16) w{nw} metrics={metrics}: {t:.2f} ms "
-                  f"= {nbytes / t / 1e6:.0f} GB/s read", flush=True)
-            rows.append({"kernel_only": True, "num_warps": nw, "metrics": metrics, "ms": t, "read_bytes": nbytes})
+    for nw, sub, metrics, pair in ((4, 32, True, ("nemo_rl", "vllm_per_block")), (8, 32, True, ("nemo_rl", "vllm_per_block")),
+                                   (4, 16, True, ("nemo_rl", "vllm_per_block")), (8, 64, True, ("nemo_rl", "vllm_per_block")),
+                                   (4, 32, False, ("nemo_rl", "vllm_per_block")), (4, 32, True, ("nemo_rl", "nemo_rl")),
+                                   (2, 16, True, ("nemo_rl", "vllm_per_block"))):
+        try:
+            t = med(lambda: fused_block_stats(lin, *pair, metrics, num_warps=nw, sub=sub), reps=10, warm=2)
+        except Exception as exc:
+            print(f"fused kernel w{nw} sub{sub} metrics={metrics}: ERROR {exc}"[:300], flush=True)
+            continue
+        print(f"fused kernel only (linears, {nbytes / 1e9:.1f} GB bf16) {pair} w{nw} sub{sub} metrics={metrics}: {t:.2f} ms "
+              f"= {nbytes / t / 1e6:.0f} GB/s read", flush=True)
+        rows.append({"kernel_only": True, "num_warps": nw, "sub": sub, "metrics": metrics, "pair": pair, "ms": t,
+                     "read_bytes": nbytes})
     # slow path spot check against the fused result on the first 9 tensors
     qa, qb = make_quantizer("nemo_rl", "triton"), make_quantizer("vllm_per_block", "triton")
     f = verify_stream(items[:12], qa, qb, keep_all=True)

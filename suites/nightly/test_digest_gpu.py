@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from refit_verify.live.digest import block_digests
-from refit_verify.live.digest_triton import block_digests_triton
+from refit_verify.live.digest_triton import block_digests_many, block_digests_triton
 
 pytestmark = pytest.mark.triton
 
@@ -30,3 +30,14 @@ def test_gpu_digest_sees_one_byte(dev):
     d[200, 17] = 1
     b = block_digests_triton(d.to(dev).view(torch.float8_e4m3fn), s.to(dev)).cpu()
     assert (a != b).any(dim=1).tolist() == [False, False, True, False]
+
+
+def test_gpu_digest_one_launch_equals_cpu(dev):
+    g = torch.Generator().manual_seed(5)
+    pairs = []
+    for m, n in [(256, 384), (130, 200), (1, 132), (300, 4), (1024, 4096)]:
+        d = torch.randint(0, 256, (m, n), generator=g, dtype=torch.uint8).view(torch.float8_e4m3fn)
+        pairs.append((d, torch.randn(((m + 127) // 128, (n + 127) // 128), generator=g)))
+    got = block_digests_many([(d.to(dev), s.to(dev)) for d, s in pairs])
+    for (d, s), o in zip(pairs, got):
+        assert torch.equal(o.cpu(), block_digests(d, s))
