@@ -45,9 +45,8 @@ def _amax_bits(bits, NAN_TO_NUM: tl.constexpr):
 
 
 @triton.jit
-def _side_scale(bits, last_bits, partial, PAD_EDGE: tl.constexpr, NAN_TO_NUM: tl.constexpr, EVEN: tl.constexpr):
-    """A recipe's block amax (fp32) from the block's sign-cleared fp32 patterns."""
-    amax = _amax_bits(bits, NAN_TO_NUM)
+def _side_scale(amax, last_bits, partial, PAD_EDGE: tl.constexpr, NAN_TO_NUM: tl.constexpr, EVEN: tl.constexpr):
+    """A recipe's block amax (fp32) from its in-tensor amax pattern and NeMo's edge pad value."""
     if PAD_EDGE and not EVEN:
         lb = last_bits
         if NAN_TO_NUM:
@@ -105,7 +104,7 @@ def _fused_verify_kernel(
     B_INF_FMAX: tl.constexpr, B_QUANT_DIV: tl.constexpr, B_CLAMP: tl.constexpr, B_DIV_RECIP: tl.constexpr,
     B_CAST_NAN: tl.constexpr,
     EVEN: tl.constexpr, METRICS: tl.constexpr, SOFT_CAST: tl.constexpr, FAST_CAST: tl.constexpr,
-    SUB: tl.constexpr,
+    SUB: tl.constexpr, ALIGNED: tl.constexpr,
 ):
     blk = tl.program_id(0)
     t = tl.load(bmap_ptr + blk).to(tl.int64)
@@ -120,25 +119,37 @@ def _fused_verify_kernel(
     bj = local - bi * nbn
     m_rem = m - bi * 128
     n_rem = n - bj * 128
+    if ALIGNED:  # 16-element multiples (checked on the host): 16-byte vector loads
+        x_off = tl.multiple_of(x_off, 16)
+        sx = tl.multiple_of(sx, 16)
     base = x_ptr + (x_off + bi * 128 * sx + bj * 128)
-    r = tl.arange(0, 128)
+    sx32 = sx.to(tl.int32)  # the host checks 128 * stride < 2**31
+    if ALIGNED:
+        sx32 = tl.multiple_of(sx32, 16)
     c = tl.arange(0, 128)
-    off = r[:, None] * sx.to(tl.int32) + c[None, :]  # the host checks 128 * stride < 2**31
-    lin = r[:, None] * 128 + c[None, :]
-    # pass 1: the whole block once from DRAM, amax of each side (integer max of fp32 patterns)
-    inside = (r[:, None] < m_rem) & (c[None, :] < n_rem)
-    if EVEN:
-        x = tl.load(base + off).to(tl.float32)
-    else:
-        x = tl.load(base + off, mask=inside, other=0.0).to(tl.float32)
-    bits = x.to(tl.int32, bitcast=True) & 0x7FFFFFFF
+    # pass 1, SUB rows at a time (few registers: no spills): each side's amax from fp32 patterns
+    bits_a = tl.full([], 0, tl.int32)
+    bits_b = tl.full([], 0, tl.int32)
+    for r0 in tl.static_range(0, 128, SUB):
+        r = r0 + tl.arange(0, SUB)
+        offs = r[:, None] * sx32 + c[None, :]
+        if EVEN:
+            xt = tl.load(base + offs)
+        else:
+            xt = tl.load(base + offs, mask=(r[:, None] < m_rem) & (c[None, :] < n_rem), other=0.0)
+        bt = xt.to(tl.float32).to(tl.int32, bitcast=True) & 0x7FFFFFFF
+        bits_a = tl.maximum(bits_a, _amax_bits(bt, A_NAN_TO_NUM))
+        if A_NAN_TO_NUM != B_NAN_TO_NUM:
+            bits_b = tl.maximum(bits_b, _amax_bits(bt, B_NAN_TO_NUM))
+    if A_NAN_TO_NUM == B_NAN_TO_NUM:
+        bits_b = bits_a
     partial = (m_rem < 128) | (n_rem < 128)
     if (A_PAD_EDGE or B_PAD_EDGE) and not EVEN:
         last_bits = tl.load(x_ptr + tl.load(row + 6)).to(tl.float32).to(tl.int32, bitcast=True) & 0x7FFFFFFF
     else:
         last_bits = tl.full([], 0, tl.int32)
-    amax_a = _side_scale(bits, last_bits, partial, A_PAD_EDGE, A_NAN_TO_NUM, EVEN)
-    amax_b = _side_scale(bits, last_bits, partial, B_PAD_EDGE, B_NAN_TO_NUM, EVEN)
+    amax_a = _side_scale(bits_a, last_bits, partial, A_PAD_EDGE, A_NAN_TO_NUM, EVEN)
+    amax_b = _side_scale(bits_b, last_bits, partial, B_PAD_EDGE, B_NAN_TO_NUM, EVEN)
     fa, sa = _scales(amax_a, A_HAS_FLOOR, A_FLOOR, A_SCALE_FORM, A_POW2, A_ZERO_ONE, A_INF_ONE, A_INF_FMAX,
                      A_QUANT_DIV, A_DIV_RECIP)
     fb, sb = _scales(amax_b, B_HAS_FLOOR, B_FLOOR, B_SCALE_FORM, B_POW2, B_ZERO_ONE, B_INF_ONE, B_INF_FMAX,
@@ -159,21 +170,21 @@ def _fused_verify_kernel(
     safe = (top_a <= 464.0) & (tl.abs(fa) < float("inf")) & (top_b <= 464.0) & (tl.abs(fb) < float("inf"))
     if FAST_CAST:
         if safe:
-            _compare_pass(base, off, sx, m_rem, n_rem, fa, sa, fb, sb, o, fout_ptr + blk.to(tl.int64) * 4,
+            _compare_pass(base, sx32, m_rem, n_rem, fa, sa, fb, sb, o, fout_ptr + blk.to(tl.int64) * 4,
                           A_NAN_TO_NUM, A_CAST_NAN, A_CLAMP, A_QUANT_DIV, B_NAN_TO_NUM, B_CAST_NAN, B_CLAMP,
                           B_QUANT_DIV, EVEN, METRICS, SOFT_CAST, False, SUB)
         else:
-            _compare_pass(base, off, sx, m_rem, n_rem, fa, sa, fb, sb, o, fout_ptr + blk.to(tl.int64) * 4,
+            _compare_pass(base, sx32, m_rem, n_rem, fa, sa, fb, sb, o, fout_ptr + blk.to(tl.int64) * 4,
                           A_NAN_TO_NUM, A_CAST_NAN, A_CLAMP, A_QUANT_DIV, B_NAN_TO_NUM, B_CAST_NAN, B_CLAMP,
                           B_QUANT_DIV, EVEN, METRICS, SOFT_CAST, True, SUB)
     else:
-        _compare_pass(base, off, sx, m_rem, n_rem, fa, sa, fb, sb, o, fout_ptr + blk.to(tl.int64) * 4,
+        _compare_pass(base, sx32, m_rem, n_rem, fa, sa, fb, sb, o, fout_ptr + blk.to(tl.int64) * 4,
                       A_NAN_TO_NUM, A_CAST_NAN, A_CLAMP, A_QUANT_DIV, B_NAN_TO_NUM, B_CAST_NAN, B_CLAMP,
                       B_QUANT_DIV, EVEN, METRICS, SOFT_CAST, True, SUB)
 
 
 @triton.jit
-def _compare_pass(base, off, sx, m_rem, n_rem, fa, sa, fb, sb, o, f,
+def _compare_pass(base, sx32, m_rem, n_rem, fa, sa, fb, sb, o, f,
                   A_NAN_TO_NUM: tl.constexpr, A_CAST_NAN: tl.constexpr, A_CLAMP: tl.constexpr,
                   A_QUANT_DIV: tl.constexpr, B_NAN_TO_NUM: tl.constexpr, B_CAST_NAN: tl.constexpr,
                   B_CLAMP: tl.constexpr, B_QUANT_DIV: tl.constexpr, EVEN: tl.constexpr, METRICS: tl.constexpr,
@@ -191,7 +202,7 @@ def _compare_pass(base, off, sx, m_rem, n_rem, fa, sa, fb, sb, o, f,
     eab2 = tl.full([], 0.0, tl.float32)
     for r0 in tl.static_range(0, 128, SUB):
         r = r0 + tl.arange(0, SUB)
-        offs = r[:, None] * sx.to(tl.int32) + c[None, :]
+        offs = r[:, None] * sx32 + c[None, :]
         inside = (r[:, None] < m_rem) & (c[None, :] < n_rem)
         if EVEN:
             x = tl.load(base + offs).to(tl.float32)
@@ -248,6 +259,7 @@ def _tables(tensors):
     x0 = tensors[0]
     es = x0.element_size()
     rows, counts, even = [], [], True
+    aligned = x0.data_ptr() % 32 == 0
     start = 0
     for x in tensors:
         m, n = x.shape
@@ -259,8 +271,9 @@ def _tables(tensors):
         counts.append(nb)
         start += nb
         even &= m % 128 == 0 and n % 128 == 0
+        aligned &= (x.data_ptr() - x0.data_ptr()) % (16 * es) == 0 and x.stride(0) % 16 == 0
     bmap = np.repeat(np.arange(len(tensors), dtype=np.int32), counts)
-    return torch.tensor(rows, dtype=torch.int64), torch.from_numpy(bmap), counts, even
+    return torch.tensor(rows, dtype=torch.int64), torch.from_numpy(bmap), counts, even, aligned
 
 
 def fused_block_stats(tensors, recipe_a, recipe_b, metrics: bool = True, semantics=None, num_warps: int = 4,
@@ -276,13 +289,13 @@ def fused_block_stats(tensors, recipe_a, recipe_b, metrics: bool = True, semanti
     sem = semantics or device_semantics(dev)
     spec_a = {f"A_{k}": v for k, v in _spec(ra, sem["div_recip"], sem["cast_nan"]).items()}
     spec_b = {f"B_{k}": v for k, v in _spec(rb, sem["div_recip"], sem["cast_nan"]).items()}
-    ttab, bmap, counts, even = _tables(tensors)
+    ttab, bmap, counts, even, aligned = _tables(tensors)
     nblk = int(bmap.numel())
     ttab, bmap = ttab.to(dev), bmap.to(dev)
     iout = torch.empty((nblk, ICOLS), dtype=torch.int32, device=dev)
     fout = torch.zeros((nblk, FCOLS), dtype=torch.float32, device=dev)
     _fused_verify_kernel[(nblk,)](tensors[0], ttab, bmap, iout, fout, nblk, **spec_a, **spec_b, EVEN=even,
-                                  METRICS=metrics, SOFT_CAST=INTERPRET, FAST_CAST=fast_cast, SUB=sub,
+                                  METRICS=metrics, SOFT_CAST=INTERPRET, FAST_CAST=fast_cast, SUB=sub, ALIGNED=aligned,
                                   num_warps=num_warps, **launch_extra())
     return iout, fout, counts
 
