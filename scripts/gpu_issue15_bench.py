@@ -124,7 +124,7 @@ def verifier():
     for nw, sub, metrics, pair in ((4, 32, True, ("nemo_rl", "vllm_per_block")), (8, 32, True, ("nemo_rl", "vllm_per_block")),
                                    (4, 16, True, ("nemo_rl", "vllm_per_block")), (8, 64, True, ("nemo_rl", "vllm_per_block")),
                                    (4, 32, False, ("nemo_rl", "vllm_per_block")), (4, 32, True, ("nemo_rl", "nemo_rl")),
-                                   (2, 16, True, ("nemo_rl", "vllm_per_block"))):
+                                   (2, 16, True, ("nemo_rl", "vllm_per_block")), (4, 64, True, ("nemo_rl", "vllm_per_block"))):
         try:
             t = med(lambda: fused_block_stats(lin, *pair, metrics, num_warps=nw, sub=sub), reps=10, warm=2)
         except Exception as exc:
@@ -150,7 +150,7 @@ def verifier():
 
 def digest():
     from refit_verify.live.digest import block_digests
-    from refit_verify.live.digest_triton import block_digests_triton
+    from refit_verify.live.digest_triton import block_digests_many, block_digests_triton
     from refit_verify.model import load_config
 
     cfg = load_config("llama-3.1-8b")
@@ -160,7 +160,8 @@ def digest():
             for s in shapes]
     scales = [torch.rand(((s[0] + 127) // 128, (s[1] + 127) // 128), device="cuda", generator=g) for s in shapes]
     nbytes = sum(d.numel() for d in data)
-    t = med(lambda: [block_digests_triton(d, s) for d, s in zip(data, scales)], reps=10, warm=2)
+    pairs = list(zip(data, scales))
+    t = med(lambda: block_digests_many(pairs), reps=10, warm=2)
     eq = torch.equal(block_digests_triton(data[6], scales[6]).cpu(), block_digests(data[6].cpu(), scales[6].cpu()))
     print(f"digest kernel, Llama-3.1-8B linears ({len(data)} tensors, {nbytes / 1e9:.2f} GB fp8): {t:.2f} ms "
           f"= {nbytes / t / 1e6:.0f} GB/s; equals CPU definition on {tuple(data[6].shape)}: {eq}", flush=True)

@@ -54,7 +54,7 @@ def _digest_kernel(w_ptr, s_ptr, out_ptr, m, nw, stride_w, nbn,
 @triton.jit
 def _digest_many_kernel(w_ptr, s_ptr, out_ptr, ttab_ptr, bmap_ptr,
                         C0P: tl.constexpr, C0W: tl.constexpr, C1P: tl.constexpr, C1W: tl.constexpr,
-                        SALT: tl.constexpr):
+                        SALT: tl.constexpr, ALIGNED: tl.constexpr):
     """One launch over many tensors: ttab rows (word offset, rows, words a row, row stride in words,
     blocks a block-row, first block, scale offset), bmap the tensor of each block."""
     blk = tl.program_id(0)
@@ -67,11 +67,18 @@ def _digest_many_kernel(w_ptr, s_ptr, out_ptr, ttab_ptr, bmap_ptr,
     local = blk - tl.load(row + 5)
     bi = local // nbn
     bj = local - bi * nbn
+    if ALIGNED:  # word offsets and strides multiples of 4: 16-byte loads
+        w_off = tl.multiple_of(w_off, 4)
+        sw_ = tl.multiple_of(sw_, 4)
+        nw = tl.multiple_of(nw, 4)
     r = tl.arange(0, 128)
     c = tl.arange(0, 32)
     base = w_ptr + (w_off + bi * 128 * sw_ + bj * 32)
+    s32 = sw_.to(tl.int32)
+    if ALIGNED:
+        s32 = tl.multiple_of(s32, 4)
     inside = (r[:, None] < m - bi * 128) & (c[None, :] < nw - bj * 32)
-    words = tl.load(base + (r[:, None] * sw_.to(tl.int32) + c[None, :]), mask=inside, other=0).to(tl.uint32, bitcast=True)
+    words = tl.load(base + (r[:, None] * s32 + c[None, :]), mask=inside, other=0).to(tl.uint32, bitcast=True)
     pos = (r[:, None] * 32 + c[None, :]).to(tl.uint32)
     sw = tl.load(s_ptr + tl.load(row + 6) + local).to(tl.uint32, bitcast=True)
     l0 = _lane(words, pos, sw, C0P, C0W, SALT)
@@ -89,7 +96,8 @@ def block_digests_many(pairs) -> list:
     d0, s0 = pairs[0]
     dev = d0.device
     rows, counts, start = [], [], 0
-    words, scales = [], []
+    scales = []
+    aligned = d0.data_ptr() % 16 == 0
     for d, s in pairs:
         if not (kernel_applies(d, s, (128, 128)) and d.is_contiguous()):
             raise ValueError(f"digest kernel does not apply to a {tuple(d.shape)} {d.dtype} tensor")
@@ -103,6 +111,7 @@ def block_digests_many(pairs) -> list:
         if woff % 4 or soff % 4:
             raise ValueError("digest kernel needs 4-byte aligned tensors")
         rows.append((woff // 4, m, n // 4, n // 4, nbn, start, soff // 4, 0))
+        aligned &= woff % 16 == 0 and n % 16 == 0
         counts.append(nbm * nbn)
         start += nbm * nbn
     ttab = torch.tensor(rows, dtype=torch.int64).to(dev)
@@ -111,7 +120,8 @@ def block_digests_many(pairs) -> list:
     (c0p, c0w), (c1p, c1w) = _LANES
     _digest_many_kernel[(start,)](d0.view(torch.uint8).view(torch.int32),
                                   scales[0].view(torch.int32), out, ttab, bmap,
-                                  C0P=c0p, C0W=c0w, C1P=c1p, C1W=c1w, SALT=_SCALE_SALT, num_warps=4)
+                                  C0P=c0p, C0W=c0w, C1P=c1p, C1W=c1w, SALT=_SCALE_SALT, ALIGNED=aligned,
+                                  num_warps=4)
     return list(out.split(counts))
 
 
