@@ -277,7 +277,7 @@ def _tables(tensors):
 
 
 def fused_block_stats(tensors, recipe_a, recipe_b, metrics: bool = True, semantics=None, num_warps: int = 4,
-                      fast_cast: bool = True, sub: int = 32):
+                      fast_cast: bool = True, sub: int = 32, hints: bool = True, even_ok: bool = True):
     """Launch the fused verifier over `tensors` (2-D, one dtype, one device).
 
     Returns (iout (blocks, 8) int32, fout (blocks, 4) float32, counts: blocks per tensor), on the device.
@@ -294,8 +294,8 @@ def fused_block_stats(tensors, recipe_a, recipe_b, metrics: bool = True, semanti
     ttab, bmap = ttab.to(dev), bmap.to(dev)
     iout = torch.empty((nblk, ICOLS), dtype=torch.int32, device=dev)
     fout = torch.zeros((nblk, FCOLS), dtype=torch.float32, device=dev)
-    _fused_verify_kernel[(nblk,)](tensors[0], ttab, bmap, iout, fout, nblk, **spec_a, **spec_b, EVEN=even,
-                                  METRICS=metrics, SOFT_CAST=INTERPRET, FAST_CAST=fast_cast, SUB=sub, ALIGNED=aligned,
+    _fused_verify_kernel[(nblk,)](tensors[0], ttab, bmap, iout, fout, nblk, **spec_a, **spec_b, EVEN=even and even_ok,
+                                  METRICS=metrics, SOFT_CAST=INTERPRET, FAST_CAST=fast_cast, SUB=sub, ALIGNED=aligned and hints,
                                   num_warps=num_warps, **launch_extra())
     return iout, fout, counts
 
