@@ -277,7 +277,7 @@ def _tables(tensors):
 
 
 def fused_block_stats(tensors, recipe_a, recipe_b, metrics: bool = True, semantics=None, num_warps: int = 4,
-                      fast_cast: bool = True, sub: int = 32, hints: bool = True, even_ok: bool = True):
+                      fast_cast: bool = False, sub: int = 32, hints: bool = True, even_ok: bool = True):
     """Launch the fused verifier over `tensors` (2-D, one dtype, one device).
 
     Returns (iout (blocks, 8) int32, fout (blocks, 4) float32, counts: blocks per tensor), on the device.
