@@ -40,9 +40,20 @@ def device_info(device="cuda") -> dict:
     from refit_verify.fp8.kernels import device_semantics
 
     p = torch.cuda.get_device_properties(device)
-    return {
+    return {"clocks": _clocks(),
         "card": torch.cuda.get_device_name(device), "sms": p.multi_processor_count,
         "memory_gib": round(p.total_memory / 2**30, 1), "torch": torch.__version__,
         "cuda": torch.version.cuda, "triton": triton.__version__, "n_gpus": torch.cuda.device_count(),
         "cast": probe_cast_semantics(device), "kernel_device_facts": device_semantics(device),
     }
+
+
+def _clocks() -> str:
+    """SM and memory clocks and driver as nvidia-smi reports them (read only; never set)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=clocks.sm,clocks.max.sm,clocks.mem,driver_version",
+                               "--format=csv,noheader"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"unavailable ({exc})"

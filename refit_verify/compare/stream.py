@@ -48,6 +48,11 @@ def make_quantizer(recipe, impl: str = "reference", **kw) -> Callable:
     else:
         raise ValueError(f"unknown impl {impl!r}")
     fn.label = f"{impl}:{r.name}"
+    if impl == "triton" and not kw:
+        from refit_verify.fp8.kernels.fused_verify import fused_supported
+
+        if fused_supported(r):
+            fn.fused_recipe = r  # verify_stream may compare two such sides in one fused kernel
     return fn
 
 
@@ -85,13 +90,87 @@ def compare_streamed(name: str, w: torch.Tensor, a, b, metrics: bool = True) -> 
     return compare_fp8(a.data, a.scale_inv, b.data, b.scale_inv, block, name, source=w if metrics else None)
 
 
+FUSED_BATCH_BYTES = 2 << 30  # weights checked per fused launch
+
+
+def _fused_pair(quantize_a, quantize_b):
+    ra, rb = getattr(quantize_a, "fused_recipe", None), getattr(quantize_b, "fused_recipe", None)
+    return (ra, rb) if ra is not None and rb is not None else None
+
+
+def fused_verdicts(items, recipe_a, recipe_b, metrics: bool = True) -> list:
+    """TensorVerdicts of (name, w) items (one dtype, one device) from one fused-verifier launch:
+    each weight read once, both recipes' codes compared in registers (fp8/kernels/fused_verify.py)."""
+    from refit_verify.fp8.kernels.fused_verify import fused_block_stats, verdict_rows
+
+    ws = [w if w.stride(1) == 1 else w.contiguous() for _, w in items]
+    iout, fout, counts = fused_block_stats(ws, recipe_a, recipe_b, metrics)
+    out = []
+    for (name, w), row in zip(items, verdict_rows(ws, iout, fout, counts)):
+        m, n = w.shape
+        w2, ea2, eb2, eab2 = row["sums"]
+        differ = bool(row["n_code_mismatch"] or row["n_scale_mismatch"])
+        if not differ:
+            eb2, eab2 = ea2, 0.0
+        first_el, first_block = row["first_element"], None
+        if first_el is not None:
+            first_block = (first_el[0] // 128, first_el[1] // 128)
+        sfirst = row["first_scale_block"]
+        if sfirst is not None and (first_block is None or sfirst < first_block):
+            first_block = sfirst
+        rel = (lambda e: math.sqrt(e / w2) if w2 > 0 else (0.0 if e == 0 else math.inf))
+        out.append(TensorVerdict(
+            name=name, shape=(m, n), equal=not differ, n_code_mismatch=row["n_code_mismatch"],
+            n_scale_mismatch=row["n_scale_mismatch"], n_elements=m * n, first_block=first_block,
+            first_element=first_el, max_code_ulp=row["max_code_ulp"], nan_codes=row["nan_codes"],
+            rel_l2_a=rel(ea2) if metrics else 0.0, rel_l2_b=rel(eb2) if metrics else 0.0,
+            rel_l2_ab=rel(eab2) if metrics else 0.0))
+    return out
+
+
+def _fusable(w) -> bool:
+    import os
+
+    return (w.is_cuda or os.environ.get("TRITON_INTERPRET") == "1") and w.dim() == 2 and w.numel() > 0 \
+        and w.dtype in (torch.bfloat16, torch.float16, torch.float32)
+
+
+def _add_verdict(res: StreamResult, v: TensorVerdict, keep_all: bool) -> None:
+    res.n_fp8 += 1
+    res.n_elements += v.n_elements
+    res.n_code_mismatch += v.n_code_mismatch
+    res.n_scale_mismatch += v.n_scale_mismatch
+    res.n_equal += v.equal
+    if not v.equal:
+        res.mismatched.append(v)
+    if keep_all:
+        res.verdicts.append(v)
+
+
 def verify_stream(weights: Iterable, quantize_a: Callable, quantize_b: Callable,
                   is_fp8: Callable = default_is_fp8, metrics: bool = True, keep_all: bool = False,
-                  measure_memory: bool = True) -> StreamResult:
-    """Quantize each (name, tensor) both ways and compare; one tensor's two copies alive at a time."""
+                  measure_memory: bool = True, fused: bool = True) -> StreamResult:
+    """Quantize each (name, tensor) both ways and compare; one tensor's two copies alive at a time.
+
+    When both quantizers are Triton kernels of supported recipes (make_quantizer sets
+    `fused_recipe`) and the weights are on a GPU, batches of weights go through the fused verifier
+    instead (no quantized copy is materialised; `fused=False` forces the two-copy path). A batch
+    holds up to FUSED_BATCH_BYTES of weights: resident weights cost nothing extra, weights that
+    the iterator creates are kept alive until their batch is checked.
+    """
     res = StreamResult(getattr(quantize_a, "label", "a"), getattr(quantize_b, "label", "b"))
     cuda = None
     t0 = time.perf_counter()
+    pair = _fused_pair(quantize_a, quantize_b) if fused else None
+    batch, batch_bytes = [], 0
+
+    def flush():
+        nonlocal batch, batch_bytes
+        if batch:
+            for v in fused_verdicts(batch, pair[0], pair[1], metrics):
+                _add_verdict(res, v, keep_all)
+        batch, batch_bytes = [], 0
+
     for name, w in weights:
         if cuda is None:
             cuda = w.is_cuda
@@ -106,19 +185,20 @@ def verify_stream(weights: Iterable, quantize_a: Callable, quantize_b: Callable,
         if not is_fp8(name, tuple(w.shape)):
             continue
         res.largest_fp8_tensor_bytes = max(res.largest_fp8_tensor_bytes, nbytes)
+        if pair is not None and _fusable(w):
+            if batch and (batch[0][1].dtype != w.dtype or batch[0][1].device != w.device
+                          or batch_bytes + nbytes > FUSED_BATCH_BYTES):
+                flush()
+            batch.append((name, w))
+            batch_bytes += nbytes
+            continue
+        flush()  # keep the verdicts in the weights' order
         a = quantize_a(w, name)
         b = quantize_b(w, name)
         v = compare_streamed(name, w, a, b, metrics)
         del a, b
-        res.n_fp8 += 1
-        res.n_elements += v.n_elements
-        res.n_code_mismatch += v.n_code_mismatch
-        res.n_scale_mismatch += v.n_scale_mismatch
-        res.n_equal += v.equal
-        if not v.equal:
-            res.mismatched.append(v)
-        if keep_all:
-            res.verdicts.append(v)
+        _add_verdict(res, v, keep_all)
+    flush()
     if cuda:
         torch.cuda.synchronize()
         if measure_memory:

@@ -19,8 +19,8 @@ from refit_verify.errors import BadInputError
 DIGEST_VERSION = 1
 _M32 = 0xFFFFFFFF
 # Odd multipliers (bijective mod 2**32), each below 2**27 so word * constant < 2**59.
-_LANES = ((0x45D9F3B, 0x2C1B3C6), (0x3335B37, 0x119DE1F))
-_SCALE_SALT = 0x5CA1E000
+LANES = ((0x45D9F3B, 0x2C1B3C6), (0x3335B37, 0x119DE1F))
+SCALE_SALT = 0x5CA1E000
 
 
 def _mix(x: torch.Tensor, c: int) -> torch.Tensor:
@@ -52,6 +52,10 @@ def _padded_bytes(data: torch.Tensor, block: tuple[int, int]):
     padded to whole 32-bit words, the grid padded to whole blocks, pad bytes zero."""
     if data.dim() != 2:
         raise BadInputError(f"digest needs a 2-D weight, got shape {tuple(data.shape)}")
+    if data.is_cuda and indices is None and _kernel_ok(data, scale, block):
+        from refit_verify.live.digest_triton import block_digests_triton
+
+        return block_digests_triton(data, scale)  # the same integers (suites/nightly/test_digest_gpu.py)
     bm, bn = block
     b = _bytes(data)
     width = bn * data.element_size()
@@ -121,8 +125,8 @@ def _word_sums(data: torch.Tensor, block: tuple[int, int]):
     bm = block[0]
     w32 = b.view(torch.int32)
     pos = torch.arange(bm * wn, dtype=torch.int64, device=b.device)
-    salts = [_mix(pos, c_pos).view(1, bm, 1, wn) for c_pos, _ in _LANES]
-    sums = [torch.empty(gm, gn, dtype=torch.int64, device=b.device) for _ in _LANES]
+    salts = [_mix(pos, c_pos).view(1, bm, 1, wn) for c_pos, _ in LANES]
+    sums = [torch.empty(gm, gn, dtype=torch.int64, device=b.device) for _ in LANES]
     bufs = {}
     for r0, r1, c0, c1 in _chunks(gm, gn, bm * wn):
         src = w32[r0 * bm:r1 * bm, c0 * wn:c1 * wn].view(r1 - r0, bm, c1 - c0, wn)
@@ -130,10 +134,18 @@ def _word_sums(data: torch.Tensor, block: tuple[int, int]):
             bufs[src.shape] = [torch.empty(src.shape, dtype=torch.int64, device=b.device) for _ in range(3)]
         x, y, tmp = bufs[src.shape]
         x.copy_(src).bitwise_and_(_M32)
-        for (_, c_word), salt, out in zip(_LANES, salts, sums):
+        for (_, c_word), salt, out in zip(LANES, salts, sums):
             torch.bitwise_xor(x, salt, out=y)
             out[r0:r1, c0:c1] = _mix_(y, c_word, tmp).sum(dim=(1, 3))
     return [s.reshape(-1) for s in sums], (gm, gn)
+
+
+def _kernel_ok(data, scale, block) -> bool:
+    try:
+        from refit_verify.live.digest_triton import kernel_applies
+    except ImportError:  # no triton: the torch path below runs on the GPU too
+        return False
+    return kernel_applies(data, scale, block) and data.is_contiguous()
 
 
 def block_digests(data: torch.Tensor, scale: torch.Tensor, block: tuple[int, int] = (128, 128),
@@ -157,9 +169,9 @@ def block_digests(data: torch.Tensor, scale: torch.Tensor, block: tuple[int, int
         words = _sampled_words(data, block, idx)
         sw = sw.index_select(0, torch.tensor(idx, dtype=torch.int64, device=sw.device))
         pos = torch.arange(words.shape[1], dtype=torch.int64, device=words.device)
-        sums = [_mix(words ^ _mix(pos, c_pos), c_word).sum(dim=1) for c_pos, c_word in _LANES]
+        sums = [_mix(words ^ _mix(pos, c_pos), c_word).sum(dim=1) for c_pos, c_word in LANES]
     sw = sw.to(sums[0].device)
-    lanes = [_mix((acc + _mix(sw ^ _SCALE_SALT, c_word)) & _M32, c_pos) for (c_pos, c_word), acc in zip(_LANES, sums)]
+    lanes = [_mix((acc + _mix(sw ^ SCALE_SALT, c_word)) & _M32, c_pos) for (c_pos, c_word), acc in zip(LANES, sums)]
     return torch.stack(lanes, dim=1)
 
 
@@ -168,7 +180,7 @@ def tensor_digest(lanes: torch.Tensor, shape, dtype: str) -> str:
     idx = torch.arange(lanes.shape[0], dtype=torch.int64, device=lanes.device)
     head = zlib.crc32(f"{tuple(shape)}|{dtype}".encode())
     out = []
-    for i, (c_pos, c_word) in enumerate(_LANES):
+    for i, (c_pos, c_word) in enumerate(LANES):
         acc = (_mix(lanes[:, i] ^ _mix(idx, c_pos), c_word).sum() + head) & _M32
         out.append(int(_mix(acc.reshape(1), c_pos).item()))
     return f"{out[0]:08x}{out[1]:08x}"

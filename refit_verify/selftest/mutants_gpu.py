@@ -67,6 +67,16 @@ def _edge_value_off_by_one(orig):
     return table
 
 
+def _fused_drops_scale_diffs(orig):
+    def rows(*a, **kw):
+        out = orig(*a, **kw)
+        for r in out:
+            r["n_scale_mismatch"], r["first_scale_block"] = 0, None
+        return out
+
+    return rows
+
+
 MUTANTS = [
     Mutant("verifier_compares_fp8_as_float", "fp8 compared as floats hides -0/+0 (ARCHITECTURE: compare bytes)",
            {"refit_verify.compare.bitwise:code_bytes": _float_equal_codes}, area="verifier"),
@@ -89,6 +99,9 @@ MUTANTS = [
     Mutant("grouped_edge_value_off_by_one", "grouped work table points NeMo's pad value one element early",
            {"refit_verify.fp8.kernels.grouped:_table": _edge_value_off_by_one}, area="fp8", needs=("cuda",),
            killers=("suites/nightly/test_grouped_exact.py::test_grouped_matches_reference",)),
+    Mutant("fused_verify_drops_scale_diffs", "fused verifier's per-tensor reduction loses scale-only differences",
+           {"refit_verify.fp8.kernels.fused_verify:verdict_rows": _fused_drops_scale_diffs}, area="verifier",
+           needs=("cuda",), killers=("suites/nightly/test_fused_verify.py::test_fused_matches_two_copy_path",)),
 ]
 
 PR = "suites/pr/test_kernels_emulation.py"
@@ -103,6 +116,7 @@ KILLERS = {
     "emulation_amax_drops_nan": ("cpu", PR + "::test_emulation_matches_reference"),
     "triton_float_amax": ("gpu", NIGHTLY + "::test_kernel_nan_block_propagates"),
     "grouped_edge_value_off_by_one": ("gpu", "suites/nightly/test_grouped_exact.py::test_grouped_matches_reference"),
+    "fused_verify_drops_scale_diffs": ("gpu", "suites/nightly/test_fused_verify.py::test_fused_matches_two_copy_path"),
 }
 GPU_ALSO = {  # CPU-killed mutants that must also fail the GPU tests
     "kernel_assumes_true_division": NIGHTLY + "::test_kernel_bit_exact",

@@ -87,13 +87,13 @@ def test_swapped_words_change_the_block():
 
 def _definition(data, scale, block):
     """The digest as docs/DIGEST.md defines it, block by block in block order (the slow spelling)."""
-    from refit_verify.live.digest import _LANES, _M32, _SCALE_SALT, _block_words, _mix, _scale_words
+    from refit_verify.live.digest import LANES, _M32, SCALE_SALT, _block_words, _mix, _scale_words
 
     words, _ = _block_words(data, block)
     sw = _scale_words(scale).reshape(-1)
     pos = torch.arange(words.shape[1], dtype=torch.int64)
-    lanes = [_mix((_mix(words ^ _mix(pos, cp), cw).sum(1) + _mix(sw ^ _SCALE_SALT, cw)) & _M32, cp)
-             for cp, cw in _LANES]
+    lanes = [_mix((_mix(words ^ _mix(pos, cp), cw).sum(1) + _mix(sw ^ SCALE_SALT, cw)) & _M32, cp)
+             for cp, cw in LANES]
     return lanes_hex(torch.stack(lanes, 1))
 
 
