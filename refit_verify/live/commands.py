@@ -12,7 +12,7 @@ from pathlib import Path
 from refit_verify.errors import BadInputError
 from refit_verify.layout import Layout
 from refit_verify.live.compare import compare_documents
-from refit_verify.live.dump import iter_dump, rank_sources, _read_files
+from refit_verify.live.dump import iter_dump, rank_sources, read_files
 from refit_verify.live.fileformat import FORMAT, digest_document, load_document, write_document
 
 SHOWN = 10  # block mismatches printed one per line after the first; the report holds all
@@ -43,7 +43,7 @@ def read_checkpoint(path) -> dict:
     sources = rank_sources(path)
     if len(sources) != 1:
         raise BadInputError(f"{path}: a trainer checkpoint is one unsharded set of HF-named tensors")
-    weights = _read_files(next(iter(sources.values())), path)
+    weights = read_files(next(iter(sources.values())), path)
     for name, t in weights.items():
         if name.endswith("_scale_inv") or t.dtype.itemsize == 1 and t.is_floating_point():
             raise BadInputError("the checkpoint is already quantized; `expect` takes the trainer's BF16 weights",

@@ -21,7 +21,7 @@ def rank_of(label: str):
     return Rank(*(int(g) for g in m.groups())) if m else None
 
 
-def _read_files(files, where) -> dict:
+def read_files(files, where) -> dict:
     from safetensors.torch import load_file
 
     out = {}
@@ -69,7 +69,7 @@ def iter_dump(path):
     """(layout, iterator of (Rank, {name: tensor})): one rank in memory at a time."""
     sources = rank_sources(path)
     layout = layout_of(sources)
-    return layout, ((r, _read_files(files, path)) for r, files in sorted(sources.items(), key=lambda x: x[0].label))
+    return layout, ((r, read_files(files, path)) for r, files in sorted(sources.items(), key=lambda x: x[0].label))
 
 
 def write_rank_dump(params: dict, folder, rank: Rank = Rank()) -> Path:
