@@ -92,6 +92,22 @@ class Layer:
     k_norm: torch.Tensor | None = None
 
 
+class KVCache:
+    """Per-layer keys (after RoPE) and values of the tokens seen so far, for incremental decoding."""
+
+    def __init__(self):
+        self.k: dict[int, torch.Tensor] = {}
+        self.v: dict[int, torch.Tensor] = {}
+        self.length = 0
+
+    def extend(self, index: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(all keys, all values, number of earlier positions) for layer `index` after appending k, v."""
+        if index in self.k:
+            k, v = torch.cat([self.k[index], k], 2), torch.cat([self.v[index], v], 2)
+        self.k[index], self.v[index] = k, v
+        return k, v, self.length
+
+
 class LlamaModel:
     """Build once from a parameter dict, then `logits(input_ids)`; pure function of its inputs."""
 
@@ -137,7 +153,8 @@ class LlamaModel:
         return Layer(self._get(params, p + "input_layernorm.weight"), self._get(params, p + "post_attention_layernorm.weight"),
                      qkv, self._lin(params, p + "self_attn.o_proj"), gate_up, self._lin(params, p + "mlp.down_proj"), qn, kn)
 
-    def _attention(self, layer: Layer, h: torch.Tensor, cos, sin) -> torch.Tensor:
+    def _attention(self, layer: Layer, h: torch.Tensor, cos, sin, cache: "KVCache | None" = None,
+                   index: int = 0) -> torch.Tensor:
         cfg = self.cfg
         b, t, _ = h.shape
         if len(layer.qkv) == 1:
@@ -151,10 +168,13 @@ class LlamaModel:
         if layer.q_norm is not None:
             q, k = rms_norm(q, layer.q_norm, cfg.rms_norm_eps), rms_norm(k, layer.k_norm, cfg.rms_norm_eps)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        past = 0
+        if cache is not None:
+            k, v, past = cache.extend(index, k, v)
         groups = cfg.num_attention_heads // cfg.num_key_value_heads
         k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
         scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(cfg.head_dim)
-        causal = torch.ones(t, t, dtype=torch.bool, device=h.device).triu(1)
+        causal = torch.ones(t, past + t, dtype=torch.bool, device=h.device).triu(past + 1)
         probs = scores.masked_fill(causal, float("-inf")).softmax(-1).to(v.dtype)
         out = (probs @ v).transpose(1, 2).reshape(b, t, cfg.num_attention_heads * vd)
         return layer.o(out)
@@ -167,20 +187,27 @@ class LlamaModel:
         return layer.down(torch.nn.functional.silu(gate) * up)
 
     @torch.no_grad()
-    def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """float32 logits [B, T, vocab] for token ids [B, T] (or [T])."""
+    def logits(self, input_ids: torch.Tensor, cache: "KVCache | None" = None) -> torch.Tensor:
+        """float32 logits [B, T, vocab] for token ids [B, T] (or [T]).
+
+        With a `cache` the ids continue the sequence it holds (positions from cache.length on) and their
+        keys/values are appended: greedy decoding then costs one token per step, not the whole prefix."""
         if input_ids.dim() == 1:
             input_ids = input_ids[None]
         input_ids = input_ids.to(self.embed.device)
         if int(input_ids.max()) >= self.cfg.vocab_size or int(input_ids.min()) < 0:
             raise BadInputError(f"token ids outside [0, {self.cfg.vocab_size})", "input_ids")
-        cos, sin = rope_tables(self.cfg.head_dim, input_ids.shape[1], self.cfg.rope_theta, self.dtype,
+        past = cache.length if cache is not None else 0
+        cos, sin = rope_tables(self.cfg.head_dim, past + input_ids.shape[1], self.cfg.rope_theta, self.dtype,
                                self.embed.device)
+        cos, sin = cos[past:], sin[past:]
         h = self.embed[input_ids]
         eps = self.cfg.rms_norm_eps
-        for layer in self.layers:
-            h = h + self._attention(layer, rms_norm(h, layer.input_norm, eps), cos, sin)
+        for i, layer in enumerate(self.layers):
+            h = h + self._attention(layer, rms_norm(h, layer.input_norm, eps), cos, sin, cache, i)
             h = h + self._mlp(layer, rms_norm(h, layer.post_norm, eps))
+        if cache is not None:
+            cache.length += input_ids.shape[1]
         h = rms_norm(h, self.norm, eps)
         return (h @ self.lm_head.t()).float()
 

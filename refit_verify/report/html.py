@@ -6,7 +6,7 @@ import json
 import os
 from html import escape
 
-from refit_verify.report.markdown import fmt_value, worst_figures
+from refit_verify.report.markdown import SHOWN_TABLES, fmt_value, worst_figures
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
@@ -87,6 +87,9 @@ def render(data: dict, plots: bool = True) -> str:
             if b64:
                 p.append(f'<img alt="{escape(title)}" src="data:image/png;base64,{b64}">')
         for name, rows in job.get("tables", {}).items():
+            if name in SHOWN_TABLES and rows:
+                p.append(f"<h3>{escape(SHOWN_TABLES[name])}</h3>{_table(rows)}")
+                continue
             p.append(f"<details><summary>table: {escape(name)} ({len(rows)} rows)</summary>{_table(rows)}</details>")
         if job.get("figures"):
             p.append(f"<details><summary>figures ({len(job['figures'])})</summary>{_table(job['figures'])}</details>")

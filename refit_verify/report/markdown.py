@@ -29,6 +29,10 @@ def worst_figures(data: dict) -> dict:
     return out
 
 
+# tables shown in full in the summary (others stay in report.json / the html details)
+SHOWN_TABLES = {"greedy_text": "greedy continuations per engine (⟦ marks the first token that differs from bf16)"}
+
+
 def _cell(s) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")
 
@@ -58,6 +62,14 @@ def render(data: dict) -> str:
         for metric, (lo, hi, who_lo, who_hi, n) in sorted(figs.items()):
             worst = who_lo if metric in ("sqnr_db", "logits_cosine", "top1_match") else who_hi
             lines.append(f"| {metric} | {fmt_value(lo)} | {fmt_value(hi)} | {_cell(worst)} | {n} |")
+    for job in data.get("jobs", []):
+        for name, title in SHOWN_TABLES.items():
+            rows = job.get("tables", {}).get(name)
+            if rows:
+                cols = list(rows[0])
+                lines += ["", f"**{job['name']}: {title}**", "", "| " + " | ".join(cols) + " |",
+                          "|" + "---|" * len(cols)]
+                lines += ["| " + " | ".join(_cell(r.get(c, "")) for c in cols) + " |" for r in rows]
     for job in data.get("jobs", []):
         fails = job.get("failures", [])
         if not fails and job["verdict"] != "error":

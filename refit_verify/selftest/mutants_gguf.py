@@ -59,6 +59,14 @@ def _rows_ignored(original):
     return dequantize_weight_rows
 
 
+def _cache_not_appended(original):
+    # KV cache that returns only the new token's keys/values: decoding forgets the prompt
+    def extend(self, index, k, v):
+        self.k[index], self.v[index] = k, v
+        return k, v, 0
+    return extend
+
+
 MUTANTS = [
     Mutant("gguf_qk_not_unpermuted", "llama.cpp q/k row permutation not undone (llama.cpp convert_hf_to_gguf "
            "permutes q/k rows for its interleaved RoPE)", {f"{G}:unpermute_qk": _no_unpermute}, "model",
@@ -78,4 +86,7 @@ MUTANTS = [
     Mutant("exact_row_scales_ignored", "forward uses the block-layout scale where the exact placement keeps "
            "per-row scales (q|k|v blocks straddling shards)", {f"{LIN}:dequantize_weight_rows": _rows_ignored},
            "model", killers=("suites/pr/test_model_forward.py::test_exact_placement_rows_dequantize_with_their_own_shard",)),
+    Mutant("kv_cache_not_appended", "incremental decoding without the earlier positions' keys/values",
+           {"refit_verify.model.llama:KVCache.extend": _cache_not_appended}, "model",
+           killers=("suites/pr/test_model_forward.py::test_kv_cache_decoding_matches_full_forward",)),
 ]

@@ -132,3 +132,18 @@ def test_exact_placement_rows_dequantize_with_their_own_shard():
     p = "model.layers.0.self_attn."
     expected = torch.cat([dequantize(quantize(w[p + f"{s}_proj.weight"], "vllm_per_block")) for s in "qkv"])
     assert torch.equal(qkv.w_dequant, expected), "a row of the fused qkv is dequantized with another shard's scale"
+
+
+def test_kv_cache_decoding_matches_full_forward():
+    """Prefix then one token at a time through the cache == one forward over the whole sequence."""
+    from refit_verify.model.llama import KVCache
+
+    cfg = fixtures.config()
+    for params in (fixtures.hf_weights(), fixtures.engine_params()):
+        m = LlamaModel(cfg, params)
+        ids = _prompts(cfg, 2, 9)
+        full = m.logits(ids)
+        cache = KVCache()
+        parts = [m.logits(ids[:, :5], cache)] + [m.logits(ids[:, t:t + 1], cache) for t in range(5, 9)]
+        assert cache.length == 9
+        torch.testing.assert_close(torch.cat(parts, 1), full, rtol=1e-4, atol=1e-4)
