@@ -58,8 +58,7 @@ def logits_drift(ctx: JobContext) -> JobResult:
     """BF16 vs FP8-before vs FP8-after engines: logits, KL, token probabilities, greedy tokens."""
     from refit_verify.model.llama import LlamaModel
     from refit_verify.model.logits import compare_logits, differential, make_prompts
-    from refit_verify.jobs.refit import model_source, resolve_placement
-    from refit_verify.refit.run import run_refit
+    from refit_verify.jobs.refit import model_source, resolve_placement, shared_refit
 
     res = JobResult("logits_drift")
     cfg, weights = model_source(ctx)
@@ -75,7 +74,7 @@ def logits_drift(ctx: JobContext) -> JobResult:
 
     ctx.progress(f"{cfg.name}: refit both paths")
     placement = resolve_placement(ctx, cfg)  # vLLM's rule on a straddling model is reported by refit_pipeline
-    r = run_refit(cfg, weights, before=trainer, after=engine, seed=ctx.seed, placement=placement)
+    r = shared_refit(ctx, cfg, weights, trainer, engine, placement)
     for p in r.paths.values():
         if not p.completed:
             res.fail(f"{p.path}: refit", f"the {p.path} path did not complete; logits use what was loaded", repro)
@@ -194,7 +193,7 @@ def text_drift(ctx: JobContext, res: JobResult, models: dict, tok, bitwise_equal
     from refit_verify.model.logits import compare_logits, first_divergence, generated_logits, greedy_tokens
     from refit_verify.model.text import PROMPTS
 
-    steps = int(ctx.options.get("greedy_steps", 32))
+    steps = int(ctx.options.get("greedy_steps", 20))
     prompts = PROMPTS[: int(ctx.options.get("prompts", len(PROMPTS)))]
     ids = [tok.encode(tok.chat_prompt(p)) for p in prompts]
     gen = {}

@@ -103,6 +103,22 @@ def vllm_placement_hazard(ctx: JobContext, cfg, weights, trainer: str, engine: s
                  "showed no scale_misplaced/placement_raised", repro + " --set placement=vllm")
 
 
+_LAST_REFIT: dict = {}
+
+
+def shared_refit(ctx: JobContext, cfg, weights, trainer: str, engine: str, placement: str, full: bool = False):
+    """run_refit for both paths, shared by the jobs of one run (refit_pipeline, logits_drift): on a real
+    model each export/transport/load of both paths costs tens of seconds. Only the last result is kept."""
+    from refit_verify.refit.run import run_refit
+
+    key = (repr(cfg), ctx.model_path, ctx.config, ctx.layers, ctx.seed, trainer, engine, placement, full)
+    if key not in _LAST_REFIT:
+        _LAST_REFIT.clear()
+        _LAST_REFIT[key] = run_refit(cfg, weights, before=trainer, after=engine, seed=ctx.seed,
+                                     full_metrics=full, placement=placement)
+    return _LAST_REFIT[key]
+
+
 def store_bitwise(a, b) -> list:
     """compare_fp8 (BitwiseResult: rows, heatmaps) for every FP8 linear of two engine stores."""
     from refit_verify.compare import compare_fp8
@@ -148,7 +164,7 @@ def refit_pipeline(ctx: JobContext) -> JobResult:
     full = ctx.options.get("full_metrics", "auto")
     full = sum(t.numel() for t in weights.values()) < 50_000_000 if full == "auto" else full not in ("0", "false")
     placement = resolve_placement(ctx, cfg)
-    r = run_refit(cfg, weights, before=trainer, after=engine, seed=ctx.seed, full_metrics=full, placement=placement)
+    r = shared_refit(ctx, cfg, weights, trainer, engine, placement, full)
     if placement == "exact" and straddling_shards(cfg) and ctx.options.get("placement", "auto") == "auto":
         vllm_placement_hazard(ctx, cfg, weights, trainer, engine, res, repro)
     sa, sb = r.stores["before"], r.stores["after"]
@@ -181,7 +197,11 @@ def refit_pipeline(ctx: JobContext) -> JobResult:
                             "engine_recipe": p.engine_recipe, **{f"transfer_{k}": v for k, v in p.transfer.items()
                                                                   if isinstance(v, (int, float))}}
                            for p in r.paths.values()]
-    if ctx.options.get("whatif", "1") != "0":
+    whatif = ctx.options.get("whatif", "auto")
+    n_params = sum(t.numel() for t in weights.values())
+    if whatif == "auto" and n_params >= 50_000_000:  # 9 more exports of a real model: minutes on CPU
+        res.metrics["whatif"] = f"skipped: {n_params / 1e6:.0f}M parameters (--set whatif=1 runs it)"
+    elif whatif != "0":
         res.tables["whatif"], shown = _whatif_rows(ctx, cfg, weights, engine, sb, [p for p in WEIGHT_PRESETS if p != trainer],
                                                     placement)
         if not res.tables["block_mismatch"] and shown:

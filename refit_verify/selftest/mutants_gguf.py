@@ -67,6 +67,11 @@ def _cache_not_appended(original):
     return extend
 
 
+def _rows_never_written(original):
+    # exact placement that forgets to write the per-row scales (left at the fill value on both paths)
+    return lambda row_scale, shard_scale, offset_rows, size_rows, block_n, tensor=None, shard=None: None
+
+
 MUTANTS = [
     Mutant("gguf_qk_not_unpermuted", "llama.cpp q/k row permutation not undone (llama.cpp convert_hf_to_gguf "
            "permutes q/k rows for its interleaved RoPE)", {f"{G}:unpermute_qk": _no_unpermute}, "model",
@@ -89,4 +94,8 @@ MUTANTS = [
     Mutant("kv_cache_not_appended", "incremental decoding without the earlier positions' keys/values",
            {"refit_verify.model.llama:KVCache.extend": _cache_not_appended}, "model",
            killers=("suites/pr/test_model_forward.py::test_kv_cache_decoding_matches_full_forward",)),
+    Mutant("exact_row_scales_never_written", "exact placement leaves the per-row scales unwritten: both paths "
+           "agree bit for bit and are both wrong", {"refit_verify.refit.placement:place_row_scales_exact":
+                                                    _rows_never_written}, "model",
+           killers=("suites/pr/test_model_text.py::test_both_paths_identical_bytes_identical_logits_and_text",)),
 ]
