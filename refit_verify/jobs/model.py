@@ -58,8 +58,7 @@ def logits_drift(ctx: JobContext) -> JobResult:
     """BF16 vs FP8-before vs FP8-after engines: logits, KL, token probabilities, greedy tokens."""
     from refit_verify.model.llama import LlamaModel
     from refit_verify.model.logits import compare_logits, differential, make_prompts
-    from refit_verify.jobs.refit import model_source
-    from refit_verify.refit.run import run_refit
+    from refit_verify.jobs.refit import model_source, resolve_placement, shared_refit
 
     res = JobResult("logits_drift")
     cfg, weights = model_source(ctx)
@@ -74,18 +73,35 @@ def logits_drift(ctx: JobContext) -> JobResult:
     repro = ctx.repro_run("logits_drift")
 
     ctx.progress(f"{cfg.name}: refit both paths")
-    r = run_refit(cfg, weights, before=trainer, after=engine, seed=ctx.seed)
+    placement = resolve_placement(ctx, cfg)  # vLLM's rule on a straddling model is reported by refit_pipeline
+    r = shared_refit(ctx, cfg, weights, trainer, engine, placement)
     for p in r.paths.values():
         if not p.completed:
             res.fail(f"{p.path}: refit", f"the {p.path} path did not complete; logits use what was loaded", repro)
-    prompts = make_prompts(cfg.vocab_size, n_prompts, length, ctx.seed)
     device = ctx.device if ctx.device == "cuda" else None
-    models = {}
+    raw = {}
     for name, params in (("bf16", weights), ("fp8_before", engine_params(r, "before")),
                          ("fp8_after", engine_params(r, "after"))):
-        ctx.progress(f"forward {name}")
         kw = {} if name == "bf16" else {"backend": backend}
-        models[name] = _CachedLogits(LlamaModel(cfg, params, device=device, **kw), prompts)
+        raw[name] = LlamaModel(cfg, params, device=device, **kw)
+    tok = model_tokenizer(ctx)
+    if tok is not None:  # a real model with its tokenizer: chat prompts, greedy text, figures on generated tokens
+        res.metrics = {"model": cfg.name, "weights": cfg.source, "backend": backend, "backend_why": why,
+                       "trainer_recipe": trainer, "engine_recipe": engine, "placement": placement,
+                       "engines_bitwise_equal": r.bitwise_equal}
+        res.metrics.update(text_drift(ctx, res, raw, tok, r.bitwise_equal, repro))
+        m = res.metrics
+        res.reason = res.reason or (f"{len(res.failures)} failure(s); first: {res.failures[0].reason}" if res.failures else
+                                    f"gen_kl_error {m['bf16_vs_fp8_before_gen_kl_error']:.3g}, token_mult_prob_error "
+                                    f"{m['bf16_vs_fp8_before_token_mult_prob_error']:.4g} (bf16 vs fp8_before: "
+                                    f"{m['bf16_vs_fp8_before_policy']}); greedy agreement "
+                                    f"{m['bf16_vs_fp8_before_greedy_agreement']:.2f}")
+        return res
+    prompts = make_prompts(cfg.vocab_size, n_prompts, length, ctx.seed)
+    models = {}
+    for name, model in raw.items():
+        ctx.progress(f"forward {name}")
+        models[name] = _CachedLogits(model, prompts)
     ctx.progress("differential")
     d = differential(models, prompts, pairs=BF16_PAIRS + (PARITY_PAIR,), steps=steps, seed=ctx.seed,
                      meta={"config": cfg.name, "backend": backend})
@@ -120,6 +136,7 @@ def logits_drift(ctx: JobContext) -> JobResult:
     par = d.pair(*PARITY_PAIR)
     res.metrics = {
         "model": cfg.name, "backend": backend, "backend_why": why, "trainer_recipe": trainer, "engine_recipe": engine,
+        "placement": placement,
         "prompts": n_prompts, "prompt_len": length, "greedy_steps": steps, "engines_bitwise_equal": r.bitwise_equal,
         "bf16_vs_fp8_before_gen_kl_error": bf.gen_kl_error, "bf16_vs_fp8_before_cosine": bf.cosine,
         "bf16_vs_fp8_before_top1": bf.top1_agree, "bf16_vs_fp8_before_kl_max": bf.kl_max,
@@ -131,3 +148,101 @@ def logits_drift(ctx: JobContext) -> JobResult:
                                 f"gen_kl_error {bf.gen_kl_error:.3g} (bf16 vs fp8_before); FP8-before vs FP8-after "
                                 + ("identical logits" if par.identical else f"max abs {par.max_abs:.3g}"))
     return res
+
+
+# ------------------------------------------------------------------ real text (GGUF models with a tokenizer)
+
+def policy_judgement(metric: str, value: float) -> str:
+    """pass / warn / fail of one figure against the packaged policy's limits (the gate applies the same)."""
+    from refit_verify.report.policy import load_policy
+
+    rule = load_policy().rules.get(metric)
+    if rule is None:
+        return "unjudged"
+    if (rule.max is not None and value > rule.max) or (rule.min is not None and value < rule.min):
+        return "fail"
+    if (rule.warn_max is not None and value > rule.warn_max) or (rule.warn_min is not None and value < rule.warn_min):
+        return "warn"
+    return "pass"
+
+
+def model_tokenizer(ctx: JobContext):
+    """The chat tokenizer of a GGUF model source, else None (synthetic weights have no text)."""
+    from refit_verify.model.gguf import resolve_gguf
+
+    path = resolve_gguf(ctx.model_path) if ctx.model_path else None
+    if path is None or ctx.options.get("text", "1") == "0":
+        return None
+    from refit_verify.model.text import load_tokenizer
+
+    return load_tokenizer(path)
+
+
+def marked(tok, gen: list, div) -> str:
+    """Decoded continuation with ⟦ at the first token that differs from the reference's."""
+    if div is None:
+        return tok.decode(gen)
+    return tok.decode(gen[:div]) + "⟦" + tok.decode(gen[div:])
+
+
+def text_drift(ctx: JobContext, res: JobResult, models: dict, tok, bitwise_equal: bool, repro: str) -> dict:
+    """Greedy continuations of chat prompts per engine; figures on the tokens each engine generated.
+
+    For a pair (ref, test) the sequence is prompt + test's greedy continuation (the engine samples, the
+    trainer scores: NeMo-RL's setting); both score it teacher-forced. Returns the metrics to add."""
+    from refit_verify.model.logits import compare_logits, first_divergence, generated_logits, greedy_tokens
+    from refit_verify.model.text import PROMPTS
+
+    steps = int(ctx.options.get("greedy_steps", 20))
+    prompts = PROMPTS[: int(ctx.options.get("prompts", len(PROMPTS)))]
+    ids = [tok.encode(tok.chat_prompt(p)) for p in prompts]
+    gen = {}
+    for name, m in models.items():
+        ctx.progress(f"greedy {name}: {len(prompts)} prompts x {steps} tokens")
+        gen[name] = [greedy_tokens(m, x, steps, tok.eos_id) for x in ids]
+    memo: dict = {}
+
+    def scored(model: str, owner: str, i: int):
+        if (model, owner, i) not in memo:
+            memo[model, owner, i] = generated_logits(models[model], ids[i], gen[owner][i])
+        return memo[model, owner, i]
+
+    out, rows = {}, []
+    for ref, test in BF16_PAIRS + (PARITY_PAIR,):
+        ctx.progress(f"score {ref} vs {test}")
+        per = [compare_logits(scored(ref, test, i), scored(test, test, i), tokens=torch.tensor(gen[test][i]))
+               for i in range(len(prompts))]
+        whole = compare_logits(torch.cat([scored(ref, test, i) for i in range(len(prompts))]),
+                               torch.cat([scored(test, test, i) for i in range(len(prompts))]),
+                               tokens=torch.tensor([t for g in gen[test] for t in g]), ref_name=ref, test_name=test)
+        divs = [first_divergence(gen[ref][i], gen[test][i]) for i in range(len(prompts))]
+        agree = statistics.mean((len(gen[test][i]) if d is None else d) / max(len(gen[ref][i]), len(gen[test][i]))
+                                for i, d in enumerate(divs))
+        subj = f"{ref} vs {test}"
+        if (ref, test) == PARITY_PAIR:
+            for i, p in enumerate(per):
+                res.figure("logits_cosine", p.cosine, f"prompt {i}: {subj}")
+                res.figure("top1_match", p.top1_agree, f"prompt {i}: {subj}")
+                if bitwise_equal and (not p.identical or divs[i] is not None):
+                    res.fail(f"prompt {i}: {subj}", "engines hold identical bytes but decode/score differently "
+                             f"(first divergence {divs[i]}, max abs {p.max_abs:.3g})", repro)
+        else:
+            tmpe = statistics.median(p.token_mult_prob_error for p in per)  # NeMo-RL gates the median
+            res.figure("gen_kl_error", whole.gen_kl_error, subj)
+            res.figure("token_mult_prob_error", tmpe, subj)
+            res.figure("kl_max", whole.kl_max, subj)
+            key = f"{ref}_vs_{test}"
+            out.update({f"{key}_cosine": whole.cosine, f"{key}_kl_mean": whole.kl_mean,
+                        f"{key}_token_mult_prob_error": tmpe, f"{key}_gen_kl_error": whole.gen_kl_error,
+                        f"{key}_top1": whole.top1_agree, f"{key}_greedy_agreement": agree,
+                        f"{key}_policy": f"token_mult_prob_error {policy_judgement('token_mult_prob_error', tmpe)}, "
+                                         f"gen_kl_error {policy_judgement('gen_kl_error', whole.gen_kl_error)}"})
+        rows.append({"pair": subj, **{k: v for k, v in whole.to_dict().items() if k not in ("ref", "test")},
+                     "greedy_agreement": agree, "first_divergence": divs})
+    res.tables["pairs"] = rows
+    res.tables["greedy_text"] = [
+        {"prompt": p, "bf16": tok.decode(gen["bf16"][i]),
+         **{n: marked(tok, gen[n][i], first_divergence(gen["bf16"][i], gen[n][i])) for n in ("fp8_before", "fp8_after")}}
+        for i, p in enumerate(prompts)]
+    out.update({"prompts": len(prompts), "greedy_steps": steps, "text": "chat template, greedy, ⟦ = first divergence vs bf16"})
+    return out

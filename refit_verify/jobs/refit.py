@@ -4,7 +4,7 @@
   run's model; the engine stores are compared bitwise per tensor and per block, each path against
   the BF16 source, and every hazard the run observed is a failure. What-if rows: each other
   weight preset as the trainer's quantizer against the same engine (informational).
-- refit_hazards: the odd configs on which vLLM's loader is known to go wrong (REFERENCE §4, §5).
+- refit_hazards: the odd configs on which vLLM's loader is known to go wrong (FACTS.md §4, §5).
   There the hazards are the expected outcome: the job fails when one goes undetected (or an
   unexpected one appears), not because they occur.
 """
@@ -34,11 +34,11 @@ def model_source(ctx: JobContext):
     """(ModelConfig, {hf name: BF16 tensor}) from --model PATH or --config NAME (+ --layers)."""
     from refit_verify.model import load_config, synthesize_weights
 
-    from refit_verify.model.gguf import load_gguf, resolve_gguf
+    from refit_verify.model.gguf import load_gguf_cached, resolve_gguf
 
-    gguf_path = resolve_gguf(ctx.model_path) if ctx.model_path else None
+    gguf_path = resolve_gguf(ctx.model_path, ctx.progress) if ctx.model_path else None
     if gguf_path is not None:  # a known packaged model name or a .gguf file: trained weights, dequantized
-        cfg, weights = load_gguf(gguf_path, ctx.model_path if not ctx.model_path.endswith(".gguf") else None,
+        cfg, weights = load_gguf_cached(gguf_path, ctx.model_path if not ctx.model_path.endswith(".gguf") else None,
                                  layers=ctx.layers)
     elif ctx.model_path:
         p = Path(ctx.model_path)
@@ -61,17 +61,67 @@ def model_source(ctx: JobContext):
     return cfg, weights
 
 
-def store_bitwise(a, b) -> list:
-    """compare_fp8 (BitwiseResult: rows, heatmaps) for every FP8 linear of two engine stores."""
-    from refit_verify.compare import compare_fp8
+def fp8_comparisons(comparisons) -> list:
+    """The FP8 weights among a run's comparisons: they carry per-block detail (rows, heatmaps)."""
+    return [c for c in comparisons if c.kind == "fp8"]
 
+
+def straddling_shards(cfg, block_n: int = 128) -> list[str]:
+    """Fused shards that start inside a 128-row block ("qkv_proj: k at row 576"): vLLM 0.33's rule fails there."""
     out = []
-    for prefix, la in a.linears.items():
-        lb = b.linears[prefix]
-        if la.fp8:
-            out.append(compare_fp8(la.weight, la.weight_scale_inv, lb.weight, lb.weight_scale_inv, la.block,
-                                   prefix + ".weight"))
+    for spec in cfg.layer_linears(0):
+        off = 0
+        for s in spec.shards:
+            if off % block_n:
+                out.append(f"{spec.engine_suffix}: {s.shard_id} at row {off}")
+            off += s.rows
     return out
+
+
+def resolve_placement(ctx: JobContext, cfg) -> str:
+    """--set placement=vllm|exact; "auto" (default): vLLM's block-rounded rule where it is exact (every fused
+    shard starts on a block boundary), else the exact per-row placement (vLLM's rule is then run apart and
+    reported as the model's block-placement hazard)."""
+    p = ctx.options.get("placement", "auto")
+    if p == "auto":
+        return "exact" if straddling_shards(cfg) else "vllm"
+    return p
+
+
+def vllm_placement_hazard(ctx: JobContext, cfg, weights, trainer: str, engine: str, res: JobResult, repro: str) -> None:
+    """vLLM 0.33's placement on a model whose fused shards straddle blocks: the hazard must be detected.
+
+    FP8-before path only (both paths place scales the same way); rows go to the vllm_placement table."""
+    from refit_verify.refit.run import run_refit
+
+    where = straddling_shards(cfg)
+    ctx.progress(f"vLLM 0.33 placement on {len(where)} straddling shard boundary(ies)")
+    v = run_refit(cfg, weights, before=trainer, after=engine, seed=ctx.seed, placement="vllm", paths=("before",))
+    found = [f for f in v.findings if f.hazard in ("scale_misplaced", "placement_raised")]
+    res.tables["vllm_placement"] = [dict(f.to_dict(), expected=True) for f in found]
+    layer0 = sorted({f.tensor for f in found if ".layers.0." in f.tensor})
+    res.metrics["vllm_placement_hazard"] = (
+        f"{sorted({f.hazard for f in found})} on {len({f.tensor for f in found})} tensor(s) "
+        f"({'; '.join(where)}); e.g. {found[0].describe()[:160]}" if found else "none detected")
+    if not found or not layer0:
+        res.fail("vllm_placement", f"shard boundaries {where} straddle 128-row blocks but vLLM's placement rule "
+                 "showed no scale_misplaced/placement_raised", repro + " --set placement=vllm")
+
+
+_LAST_REFIT: dict = {}
+
+
+def shared_refit(ctx: JobContext, cfg, weights, trainer: str, engine: str, placement: str, full: bool = False):
+    """run_refit for both paths, shared by the jobs of one run (refit_pipeline, logits_drift): on a real
+    model each export/transport/load of both paths costs tens of seconds. Only the last result is kept."""
+    from refit_verify.refit.run import run_refit
+
+    key = (repr(cfg), ctx.model_path, ctx.config, ctx.layers, ctx.seed, trainer, engine, placement, full)
+    if key not in _LAST_REFIT:
+        _LAST_REFIT.clear()
+        _LAST_REFIT[key] = run_refit(cfg, weights, before=trainer, after=engine, seed=ctx.seed,
+                                     full_metrics=full, placement=placement)
+    return _LAST_REFIT[key]
 
 
 def dump_fp8_store(store, folder) -> Path:
@@ -105,11 +155,14 @@ def refit_pipeline(ctx: JobContext) -> JobResult:
     # whole-tensor float64 metrics (calc_diff too) cost ~1 s per 8B-sized linear: small models only
     full = ctx.options.get("full_metrics", "auto")
     full = sum(t.numel() for t in weights.values()) < 50_000_000 if full == "auto" else full not in ("0", "false")
-    r = run_refit(cfg, weights, before=trainer, after=engine, seed=ctx.seed, full_metrics=full)
+    placement = resolve_placement(ctx, cfg)
+    r = shared_refit(ctx, cfg, weights, trainer, engine, placement, full)
+    if placement == "exact" and straddling_shards(cfg) and ctx.options.get("placement", "auto") == "auto":
+        vllm_placement_hazard(ctx, cfg, weights, trainer, engine, res, repro)
     sa, sb = r.stores["before"], r.stores["after"]
     err_a, err_b = r.paths["before"].error_vs_source, r.paths["after"].error_vs_source
 
-    cmps = store_bitwise(sa, sb)
+    cmps = fp8_comparisons(r.comparisons)
     rows, ulps = [], None
     for cmp in cmps:
         rows.append(tensor_row(cmp, _row_metrics(err_a.get(cmp.tensor)), _row_metrics(err_b.get(cmp.tensor))))
@@ -136,8 +189,13 @@ def refit_pipeline(ctx: JobContext) -> JobResult:
                             "engine_recipe": p.engine_recipe, **{f"transfer_{k}": v for k, v in p.transfer.items()
                                                                   if isinstance(v, (int, float))}}
                            for p in r.paths.values()]
-    if ctx.options.get("whatif", "1") != "0":
-        res.tables["whatif"], shown = _whatif_rows(ctx, cfg, weights, engine, sb, [p for p in WEIGHT_PRESETS if p != trainer])
+    whatif = ctx.options.get("whatif", "auto")
+    n_params = sum(t.numel() for t in weights.values())
+    if whatif == "auto" and n_params >= 50_000_000:  # 9 more exports of a real model: minutes on CPU
+        res.metrics["whatif"] = f"skipped: {n_params / 1e6:.0f}M parameters (--set whatif=1 runs it)"
+    elif whatif != "0":
+        res.tables["whatif"], shown = _whatif_rows(ctx, cfg, weights, engine, r.states["after"],
+                                                    [p for p in WEIGHT_PRESETS if p != trainer], placement)
         if not res.tables["block_mismatch"] and shown:
             # nothing to show for the run's pair: show the classic drift (NeMo-RL scale form vs vLLM)
             res.tables["block_mismatch"] = [dict(h, label=f"what-if trainer={shown[0]} vs engine={engine}")
@@ -147,9 +205,9 @@ def refit_pipeline(ctx: JobContext) -> JobResult:
         res.metrics["dump_before"] = str(dump_fp8_store(sa, d / "before"))
         res.metrics["dump_after"] = str(dump_fp8_store(sb, d / "after"))
     sqnr = [e["all"]["sqnr_db"] for err in (err_a, err_b) for e in err.values()]
-    res.metrics.update({
+    res.metrics.update({  # (vllm_placement_hazard may already be set)
         "model": cfg.name, "layers": cfg.num_hidden_layers, "trainer_recipe": trainer, "engine_recipe": engine,
-        "fp8_tensors": len(cmps), "tensors_differing": sum(not c.equal for c in r.comparisons),
+        "placement": placement, "fp8_tensors": len(cmps), "tensors_differing": sum(not c.equal for c in r.comparisons),
         "bitwise_equal": r.bitwise_equal, "findings": len(r.findings),
         "hazards": ", ".join(sorted(r.hazards())) or "none",
         "min_sqnr_db": min(sqnr, default=float("nan")),
@@ -171,17 +229,17 @@ def _row_metrics(e):
     return e.get("all_full") or dict(e["all"], calc_diff=float("nan"))
 
 
-def _whatif_rows(ctx, cfg, weights, engine, after_store, presets):
-    """Each other preset as the trainer's quantizer, FP8-before only, against the FP8-after store.
+def _whatif_rows(ctx, cfg, weights, engine, after_state, presets, placement="vllm"):
+    """Each other preset as the trainer's quantizer, FP8-before only, against the FP8-after engine state.
 
-    Returns (rows, (preset, BitwiseResults) of the NeMo-RL row for the heatmap, or None)."""
-    from refit_verify.refit.run import compare_stores, run_refit
+    Returns (rows, (preset, its FP8 TensorComparisons) of the NeMo-RL row for the heatmap, or None)."""
+    from refit_verify.refit.run import compare_states, run_refit
 
     rows, shown = [], None
     for p in presets:
         ctx.progress(f"what-if trainer={p}")
-        w = run_refit(cfg, weights, before=p, after=engine, seed=ctx.seed, paths=("before",))
-        comps = compare_stores(w.stores["before"], after_store)
+        w = run_refit(cfg, weights, before=p, after=engine, seed=ctx.seed, paths=("before",), placement=placement)
+        comps = compare_states(w.states["before"], after_state)
         n_el = sum(c.n_elements for c in comps if c.kind == "fp8")
         n_code = sum(c.n_code_mismatch for c in comps)
         rows.append({"trainer": p, "engine": engine, "n_code_mismatch": n_code,
@@ -190,7 +248,7 @@ def _whatif_rows(ctx, cfg, weights, engine, after_store, presets):
                      "tensors_differing": sum(not c.equal for c in comps),
                      "hazards": sorted(w.hazards())})
         if p == "nemo_rl":
-            shown = (p, store_bitwise(w.stores["before"], after_store))
+            shown = (p, fp8_comparisons(comps))
     return rows, shown
 
 

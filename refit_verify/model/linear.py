@@ -29,11 +29,30 @@ class ActQuant:
     scale_inv: torch.Tensor
 
 
+# vLLM's Triton/CUDA group-quant kernels assert K % 128 == 0; its QuantFP8 native path (what runs when the
+# custom op is disabled, e.g. under torch.compile) zero-pads K to whole groups and crops the codes: groups
+# start at column 0 and the last one holds K % 128 live columns, the same columns as the weight's last
+# 128-wide block (the Triton block GEMM takes cdiv(K, 128) scale columns). A K that does not divide runs
+# on that native recipe.
+PARTIAL_K_RECIPE = {"vllm_act_group": "vllm_act_group_native",
+                    "vllm_act_group_ue8m0": "vllm_act_group_native_ue8m0"}
+
+
+def act_recipe_for(k: int, recipe="vllm_act_group", name: str | None = None):
+    """The activation recipe that runs for this K: the given one, or its padding twin when K % 128 != 0."""
+    from refit_verify.fp8 import get_recipe
+
+    r = get_recipe(recipe)
+    if k % BLOCK == 0 or r.padding != "none":
+        return r
+    if r.name in PARTIAL_K_RECIPE:
+        return get_recipe(PARTIAL_K_RECIPE[r.name])
+    raise BadInputError(f"activation recipe {r.name} needs K % {BLOCK} == 0 (no padding), got K={k}", name)
+
+
 def quantize_act(x2d: torch.Tensor, recipe="vllm_act_group", name: str | None = None) -> ActQuant:
-    """vLLM's dynamic per-token-group quantization (REFERENCE §3); K must divide into groups of 128."""
-    if x2d.shape[-1] % BLOCK:
-        raise BadInputError(f"W8A8 needs K % {BLOCK} == 0 (vLLM's group quant), got K={x2d.shape[-1]}", name)
-    qt: QuantizedTensor = quantize_activation(x2d, recipe, name)
+    """vLLM's dynamic per-token-group quantization (FACTS.md §3); see PARTIAL_K_RECIPE for K % 128 != 0."""
+    qt: QuantizedTensor = quantize_activation(x2d, act_recipe_for(x2d.shape[-1], recipe, name), name)
     return ActQuant(qt.data, qt.scale_inv)
 
 
@@ -43,6 +62,14 @@ def dequantize_act(a: ActQuant) -> torch.Tensor:
 
 def dequantize_weight(w: torch.Tensor, scale_inv: torch.Tensor) -> torch.Tensor:
     return dequantize(w, scale_inv, (BLOCK, BLOCK))
+
+
+def dequantize_weight_rows(w: torch.Tensor, row_scale: torch.Tensor, name: str | None = None) -> torch.Tensor:
+    """float32 weight from per-row scales [N, ceil(K/128)]: the exact placement of fused shards."""
+    want = (w.shape[0], math.ceil(w.shape[1] / BLOCK))
+    if tuple(row_scale.shape) != want:
+        raise BadInputError(f"weight_scale_inv_rows shape {tuple(row_scale.shape)} != {want}", name)
+    return w.float() * row_scale.float().repeat_interleave(BLOCK, 1)[:, : w.shape[1]]
 
 
 def check_weight(w: torch.Tensor, scale_inv: torch.Tensor, name: str | None = None) -> None:

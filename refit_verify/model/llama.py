@@ -4,7 +4,8 @@ It runs from either parameter naming:
 - HF (trainer side): q_proj/k_proj/v_proj, gate_proj/up_proj, ... in BF16 (or float32);
 - engine (vLLM side): fused `qkv_proj` / `gate_up_proj`, each a float8_e4m3fn `weight` plus a
   float32 `weight_scale_inv` [ceil(N/128), ceil(K/128)]; an engine weight without a scale runs
-  as a BF16 linear, as vLLM does for layers it keeps unquantized.
+  as a BF16 linear, as vLLM does for layers it keeps unquantized. A `weight_scale_inv_rows` [N, Kb]
+  beside it (the loader's "exact" placement) takes precedence: each row uses its own shard's scale.
 Activations are float32 by default so that the only precision loss is the one under test.
 """
 
@@ -25,7 +26,7 @@ class Linear:
     """One engine or HF linear; FP8 ones cache their dequantized weight for the emulated GEMM."""
 
     def __init__(self, name: str, weight: torch.Tensor, scale_inv: torch.Tensor | None, backend: str,
-                 act_recipe, dtype: torch.dtype):
+                 act_recipe, dtype: torch.dtype, row_scale: torch.Tensor | None = None):
         self.name, self.backend, self.act_recipe, self.dtype = name, backend, act_recipe, dtype
         self.fp8 = scale_inv is not None
         if weight.dtype == torch.float8_e4m3fn and scale_inv is None:
@@ -34,6 +35,10 @@ class Linear:
             lin.check_weight(weight, scale_inv, name)
             self.weight, self.scale_inv = weight, scale_inv
             self.w_dequant = lin.dequantize_weight(weight, scale_inv) if backend == "emulated" else None
+            if row_scale is not None:  # exact placement: each row dequantized with its own shard's scale
+                if backend != "emulated":
+                    raise BadInputError("per-row scales (exact placement) run on the emulated backend only", name)
+                self.w_dequant = lin.dequantize_weight_rows(weight, row_scale, name)
         else:
             self.weight = weight.to(dtype)
 
@@ -87,6 +92,22 @@ class Layer:
     k_norm: torch.Tensor | None = None
 
 
+class KVCache:
+    """Per-layer keys (after RoPE) and values of the tokens seen so far, for incremental decoding."""
+
+    def __init__(self):
+        self.k: dict[int, torch.Tensor] = {}
+        self.v: dict[int, torch.Tensor] = {}
+        self.length = 0
+
+    def extend(self, index: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(all keys, all values, number of earlier positions) for layer `index` after appending k, v."""
+        if index in self.k:
+            k, v = torch.cat([self.k[index], k], 2), torch.cat([self.v[index], v], 2)
+        self.k[index], self.v[index] = k, v
+        return k, v, self.length
+
+
 class LlamaModel:
     """Build once from a parameter dict, then `logits(input_ids)`; pure function of its inputs."""
 
@@ -97,7 +118,7 @@ class LlamaModel:
         if cfg.moe_router_experts:
             raise BadInputError(f"{cfg.name}: MoE forward not implemented (dense Llama family only)")
         self.cfg, self.dtype = cfg, dtype
-        self._make = lambda n, w, s: Linear(n, w, s, backend, act_recipe, dtype)
+        self._make = lambda n, w, s, rows: Linear(n, w, s, backend, act_recipe, dtype, rows)
         self.embed = self._get(params, "model.embed_tokens.weight").to(dtype)
         head = params.get("lm_head.weight")
         if head is None and not cfg.tie_word_embeddings:
@@ -113,7 +134,8 @@ class LlamaModel:
         return params[name]
 
     def _lin(self, params, name: str) -> Linear:
-        return self._make(name, self._get(params, name + ".weight"), params.get(name + ".weight_scale_inv"))
+        return self._make(name, self._get(params, name + ".weight"), params.get(name + ".weight_scale_inv"),
+                          params.get(name + ".weight_scale_inv_rows"))
 
     def _layer(self, params, i: int) -> Layer:
         p = f"model.layers.{i}."
@@ -131,7 +153,8 @@ class LlamaModel:
         return Layer(self._get(params, p + "input_layernorm.weight"), self._get(params, p + "post_attention_layernorm.weight"),
                      qkv, self._lin(params, p + "self_attn.o_proj"), gate_up, self._lin(params, p + "mlp.down_proj"), qn, kn)
 
-    def _attention(self, layer: Layer, h: torch.Tensor, cos, sin) -> torch.Tensor:
+    def _attention(self, layer: Layer, h: torch.Tensor, cos, sin, cache: "KVCache | None" = None,
+                   index: int = 0) -> torch.Tensor:
         cfg = self.cfg
         b, t, _ = h.shape
         if len(layer.qkv) == 1:
@@ -145,10 +168,13 @@ class LlamaModel:
         if layer.q_norm is not None:
             q, k = rms_norm(q, layer.q_norm, cfg.rms_norm_eps), rms_norm(k, layer.k_norm, cfg.rms_norm_eps)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        past = 0
+        if cache is not None:
+            k, v, past = cache.extend(index, k, v)
         groups = cfg.num_attention_heads // cfg.num_key_value_heads
         k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
         scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(cfg.head_dim)
-        causal = torch.ones(t, t, dtype=torch.bool, device=h.device).triu(1)
+        causal = torch.ones(t, past + t, dtype=torch.bool, device=h.device).triu(past + 1)
         probs = scores.masked_fill(causal, float("-inf")).softmax(-1).to(v.dtype)
         out = (probs @ v).transpose(1, 2).reshape(b, t, cfg.num_attention_heads * vd)
         return layer.o(out)
@@ -161,20 +187,27 @@ class LlamaModel:
         return layer.down(torch.nn.functional.silu(gate) * up)
 
     @torch.no_grad()
-    def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """float32 logits [B, T, vocab] for token ids [B, T] (or [T])."""
+    def logits(self, input_ids: torch.Tensor, cache: "KVCache | None" = None) -> torch.Tensor:
+        """float32 logits [B, T, vocab] for token ids [B, T] (or [T]).
+
+        With a `cache` the ids continue the sequence it holds (positions from cache.length on) and their
+        keys/values are appended: greedy decoding then costs one token per step, not the whole prefix."""
         if input_ids.dim() == 1:
             input_ids = input_ids[None]
         input_ids = input_ids.to(self.embed.device)
         if int(input_ids.max()) >= self.cfg.vocab_size or int(input_ids.min()) < 0:
             raise BadInputError(f"token ids outside [0, {self.cfg.vocab_size})", "input_ids")
-        cos, sin = rope_tables(self.cfg.head_dim, input_ids.shape[1], self.cfg.rope_theta, self.dtype,
+        past = cache.length if cache is not None else 0
+        cos, sin = rope_tables(self.cfg.head_dim, past + input_ids.shape[1], self.cfg.rope_theta, self.dtype,
                                self.embed.device)
+        cos, sin = cos[past:], sin[past:]
         h = self.embed[input_ids]
         eps = self.cfg.rms_norm_eps
-        for layer in self.layers:
-            h = h + self._attention(layer, rms_norm(h, layer.input_norm, eps), cos, sin)
+        for i, layer in enumerate(self.layers):
+            h = h + self._attention(layer, rms_norm(h, layer.input_norm, eps), cos, sin, cache, i)
             h = h + self._mlp(layer, rms_norm(h, layer.post_norm, eps))
+        if cache is not None:
+            cache.length += input_ids.shape[1]
         h = rms_norm(h, self.norm, eps)
         return (h @ self.lm_head.t()).float()
 

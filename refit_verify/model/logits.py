@@ -1,6 +1,6 @@
 """Logits differential: how far a weight difference moves logits, logprobs and greedy tokens.
 
-Figures are the ones RL teams gate on (REFERENCE §6): NeMo-RL's token_mult_prob_error and
+Figures are the ones RL teams gate on (FACTS.md §6): NeMo-RL's token_mult_prob_error and
 gen_kl_error, Megatron-Bridge's cosine / top-1 / top-k, vLLM's greedy check (at the first
 divergent token each side's choice must be in the other's top-k). "ref" plays the trainer
 (policy) and "test" the generation engine, so tokens default to the test side's greedy choice.
@@ -224,3 +224,37 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ------------------------------------------------------------------ real text (a model with a tokenizer)
+
+@torch.no_grad()
+def greedy_tokens(model, prompt_ids: list[int], steps: int, eos_id: int | None = None) -> list[int]:
+    """Greedy continuation of one prompt through a KV cache; stops after `steps` tokens or at EOS (kept)."""
+    from refit_verify.model.llama import KVCache
+
+    cache = KVCache()
+    last = model.logits(torch.tensor([prompt_ids]), cache)[0, -1]
+    out: list[int] = []
+    for _ in range(steps):
+        nxt = int(last.argmax())
+        out.append(nxt)
+        if nxt == eos_id or len(out) == steps:
+            break
+        last = model.logits(torch.tensor([[nxt]]), cache)[0, -1]
+    return out
+
+
+def first_divergence(a: list[int], b: list[int]) -> int | None:
+    """Index of the first differing token (a length difference counts), None when identical."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def generated_logits(model, prompt_ids: list[int], gen: list[int]) -> torch.Tensor:
+    """Teacher-forced logits [len(gen), V] at the positions that predicted each generated token."""
+    seq = torch.tensor([prompt_ids + gen])
+    n = len(prompt_ids)
+    return model.logits(seq)[0, n - 1 : n - 1 + len(gen)].float().cpu()

@@ -6,7 +6,7 @@ import json
 import os
 from html import escape
 
-from refit_verify.report.markdown import fmt_value
+from refit_verify.report.markdown import SHOWN_TABLES, fmt_value
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px auto;max-width:1200px;color:#222;padding:0 16px}
@@ -100,6 +100,9 @@ def _job_section(job: dict, plots: bool) -> str:
             block.append(f'<img alt="{escape(plot.title)}" src="data:image/png;base64,{plot.png_b64}">')
         p.append(f"<div class='whatif'>{''.join(block)}</div>" if plot.whatif else "".join(block))
     for name, rows in job.get("tables", {}).items():
+        if name in SHOWN_TABLES and rows:
+            p.append(f"<h3>{escape(SHOWN_TABLES[name])}</h3>{_table(rows)}")
+            continue
         p.append(f"<details><summary>table: {escape(name)} ({len(rows)} rows)</summary>{_table(rows)}</details>")
     if job.get("figures"):
         p.append(f"<details><summary>figures ({len(job['figures'])})</summary>{_table(job['figures'])}</details>")

@@ -12,6 +12,10 @@ def fmt_value(v) -> str:
     return str(v)
 
 
+# tables shown in full in the summary (others stay in report.json / the html details)
+SHOWN_TABLES = {"greedy_text": "greedy continuations per engine (⟦ marks the first token that differs from bf16)"}
+
+
 def _cell(s) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")
 
@@ -63,6 +67,14 @@ def render(data: dict) -> str:
         summary = job.get("reason") or ", ".join(f"{k}={fmt_value(v)}" for k, v in list(job.get("metrics", {}).items())[:4])
         lines.append(f"| {job['name']} | {ICON.get(job['verdict'], job['verdict'])} | {fmt_duration(job.get('duration_s', 0))} | {_cell(summary)} |")
     lines += _gated_lines(screen)
+    for job in data.get("jobs", []):
+        for name, title in SHOWN_TABLES.items():
+            rows = job.get("tables", {}).get(name)
+            if rows:
+                cols = list(rows[0])
+                lines += ["", f"**{job['name']}: {title}**", "", "| " + " | ".join(cols) + " |",
+                          "|" + "---|" * len(cols)]
+                lines += ["| " + " | ".join(_cell(r.get(c, "")) for c in cols) + " |" for r in rows]
     for job in data.get("jobs", []):
         fails = job.get("failures", [])
         if not fails and job["verdict"] != "error":

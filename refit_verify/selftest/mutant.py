@@ -29,7 +29,7 @@ def lane_of(killer: str) -> str:
 @dataclass(frozen=True)
 class Mutant:
     name: str
-    bug_class: str  # what real bug this models, with its source (REFERENCE.md section / public issue)
+    bug_class: str  # what real bug this models, with its source (docs/FACTS.md section / public issue)
     patches: dict = field(default_factory=dict)  # "module:attr" -> factory(original) -> replacement
     area: str = "fp8"  # the code area it breaks: fp8 | exporter | transport | loader | model | report | ...
     needs: tuple = ()  # optional Python modules its killers need (e.g. "transformers"); skipped without

@@ -80,10 +80,10 @@ MUTANTS = [
            _recipe("VLLM_ACT_GROUP_NATIVE", padding="none"), area="conformance",
            killers=(_Q,)),
     Mutant("weight_ue8m0_bits_for_float", "vLLM weight UE8M0 modelled with DeepGEMM's bit rule "
-           "(REFERENCE §3: differs one ulp above a power of two)",
+           "(FACTS.md §3: differs one ulp above a power of two)",
            _recipe("VLLM_PER_BLOCK_UE8M0", pow2="bits_ceil"), area="conformance",
            killers=(_Q,)),
-    Mutant("weight_quantize_div", "x / sf instead of vLLM's x * (1/sf) (REFERENCE §3 operation order)",
+    Mutant("weight_quantize_div", "x / sf instead of vLLM's x * (1/sf) (FACTS.md §3 operation order)",
            _recipe("VLLM_PER_BLOCK", quantize_op="div"), area="conformance",
            killers=(_Q,)),
     Mutant("engine_block_64", "engine quantization_config weight_block_size [64,64] while the trainer "
@@ -91,7 +91,7 @@ MUTANTS = [
            {f"{V}:BLOCK": lambda original: [64, 64]}, area="conformance",
            killers=(_L, _M,)),
     Mutant("driver_uint8_value_cast", "packed-transport uint8 bytes handed to load_weights as numbers "
-           "(REFERENCE §5 view(uint8); tools/probe_vllm_cpu.py hazard)",
+           "(FACTS.md §5 view(uint8); tools/probe_vllm_cpu.py hazard)",
            {f"{V}:_as_fp8": _value_cast_bytes}, area="conformance",
            killers=(_L, _M,)),
     Mutant("assume_vllm_quantizes_on_load", "harness assumes vLLM 0.33 quantizes BF16 on load (it value-casts): "

@@ -13,7 +13,7 @@ J = "suites/pr/test_jobs.py"
 
 
 def _self_compare(original):
-    # the job diffs a store against itself (e.g. reads both rows from the same path's dict)
+    # the run diffs a state against itself (e.g. reads both sides from the same path's dict)
     return functools.wraps(original)(lambda a, b: original(a, a))
 
 
@@ -46,12 +46,12 @@ def _names_only(original):
     # the exporter check that looks at names, shapes and dtypes but never at the bytes
     from refit_verify.refit import usercheck
 
-    return lambda name, ref, user, fp8: usercheck._shape_dtype(name, ref[name], user[name])
+    return lambda name, ref, user, fp8: usercheck.shape_dtype_issue(name, ref[name], user[name])
 
 
 MUTANTS = [
     Mutant("cuda_parity_never_fails", "cuda_parity lists CPU/CUDA byte differences but never fails, even "
-           "for presets measured bit-identical on both (REFERENCE §3: parity is to be tested, not assumed)",
+           "for presets measured bit-identical on both (FACTS.md §3: parity is to be tested, not assumed)",
            {"refit_verify.jobs.builtin:parity_failure": lambda original: (lambda *a, **k: None)}, area="jobs",
            killers=("suites/pr/test_cuda_parity.py::test_measured_parity_lost_fails_naming_preset_and_case",)),
     Mutant("pipeline_job_self_compare", "refit_pipeline compares the FP8-before store with itself: every "

@@ -62,7 +62,7 @@ def _swap_gate_up(original):
 
 
 def _scale_rows_rolled(original):
-    # block-scale rows of the fused qkv filed one block off (REFERENCE §4's misfiled shard scales)
+    # block-scale rows of the fused qkv filed one block off (FACTS.md §4: misfiled shard scales)
     def build_engine_params(*args, **kw):
         out = original(*args, **kw)
         return {k: (v.roll(1, 0) if k.endswith("qkv_proj.weight_scale_inv") else v) for k, v in out.items()}
@@ -107,7 +107,7 @@ def _stale_engine(original):
 
 MUTANTS = [
     Mutant("act_scale_divided", "activation group scale applied as a divisor in dequant (scale vs scale_inv "
-           "confusion, REFERENCE §2 stores the dequantizing factor)", {f"{L}:dequantize_act": _act_divided}, "model",
+           "confusion, FACTS.md §2 stores the dequantizing factor)", {f"{L}:dequantize_act": _act_divided}, "model",
            killers=(LIN + "::test_w8a8_close_to_bf16_linear", FWD + "::test_fp8_forward_close_to_bf16_and_deterministic",)),
     Mutant("weight_scale_transposed", "weight_scale_inv grid read transposed / in the wrong order (native GEMM "
            "scale layouts differ across torch releases)", {f"{L}:dequantize_weight": _scale_transposed}, "model",
@@ -117,7 +117,7 @@ MUTANTS = [
     Mutant("act_per_token_not_group", "per-token activation scale instead of vLLM's 1x128 groups",
            {f"{L}:quantize_act": _per_token}, "model",
            killers=(LIN + "::test_emulated_matches_first_principles",)),
-    Mutant("act_ue8m0_scales", "UE8M0 activation scales where the engine uses amax/448 (REFERENCE §3)",
+    Mutant("act_ue8m0_scales", "UE8M0 activation scales where the engine uses amax/448 (FACTS.md §3)",
            {f"{L}:quantize_act": _ue8m0_acts}, "model",
            killers=(LIN + "::test_emulated_matches_first_principles",)),
     Mutant("qkv_split_k_v_swapped", "fused qkv output split with k and v swapped",
@@ -126,7 +126,7 @@ MUTANTS = [
     Mutant("gate_up_swapped", "gate_up_proj halves swapped (silu applied to up)",
            {"refit_verify.model.llama:split_fused": _swap_gate_up}, "model",
            killers=(FWD + "::test_fp8_forward_close_to_bf16_and_deterministic",)),
-    Mutant("qkv_scale_rows_misfiled", "fused scale rows filed one block off (vLLM ceil placement, REFERENCE §4)",
+    Mutant("qkv_scale_rows_misfiled", "fused scale rows filed one block off (vLLM ceil placement, FACTS.md §4)",
            {"refit_verify.model.weights:build_engine_params": _scale_rows_rolled}, "model",
            killers=(FWD + "::test_fp8_forward_close_to_bf16_and_deterministic",)),
     Mutant("greedy_topk_rule_ignored", "greedy comparison that never applies vLLM's top-k rule",

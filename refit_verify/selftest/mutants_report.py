@@ -98,9 +98,9 @@ MUTANTS = [
            {"refit_verify.report.gate:check_status": lambda original: (lambda report, policy: [])}, area="report",
            killers=(G + "::test_incomplete_or_failed_report_fails",)),
     Mutant("diff_float_compare", "fp8 compared as float values instead of bytes: -0 == +0 and NaN != NaN "
-           "(REFERENCE §2: NaN = 0x7F/0xFF)", {"refit_verify.compare.diff:compare_fp8": _float_compare}, area="report",
+           "(FACTS.md §2: NaN = 0x7F/0xFF)", {"refit_verify.compare.diff:compare_fp8": _float_compare}, area="report",
            killers=(D + "::test_signed_zero_is_drift_and_equal_nan_payload_is_not",)),
-    Mutant("diff_ignores_orphans", "missing or orphan _scale_inv silently skipped (REFERENCE §5: a scale in the "
+    Mutant("diff_ignores_orphans", "missing or orphan _scale_inv silently skipped (FACTS.md §5: a scale in the "
            "next batch)", {"refit_verify.compare.diff:pair_tensors": _drop_pairing_issues}, area="report",
            killers=(D + "::test_malformed_inputs_are_issues_naming_the_tensor",)),
     Mutant("run_swallows_job_errors", "a job that raises is reported as passing",

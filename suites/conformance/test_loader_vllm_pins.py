@@ -1,4 +1,4 @@
-"""What the real vLLM 0.33 loader does with block-FP8 shards, pinned (REFERENCE.md §4).
+"""What the real vLLM 0.33 loader does with block-FP8 shards, pinned (FACTS.md §4).
 
 These need only vLLM; test_loader_conformance.py holds the reference loader against the same runs.
 Shards are quantized with the reference `vllm_per_block` recipe, itself bit-exact with vLLM's
@@ -24,6 +24,10 @@ LAYERS = {
     "gate_up_320_320": ("merged", [320, 320], 256, None, "RuntimeError: start (3) + length (3) exceeds dimension "
                         "size (5).", None),
     "fused_1536_576": ("merged", [1536, 576], 128, None, "ok", []),
+    # SmolLM2-135M: q 576 | k 192 | v 192 rows over K=576; k starts mid-block 4 (576 = 4.5 x 128). vLLM takes
+    # it silently (merged-layer exemption) and dequantizes k rows 0..63 and v rows 0..63 with another scale
+    "qkv_smollm2_576_192_192": ("qkv", [576, 192, 192], 576, 64, "ok", [(576, 639), (704, 767)]),
+    "o_smollm2_576x576": ("row", [576], 576, None, "ok", []),
     "down_256x512": ("row", [256], 512, None, "ok", []),
     "row_300x200": ("row", [300], 200, None, "ok", []),
 }

@@ -42,12 +42,12 @@ def test_run_writes_complete_report_with_plots(tmp_path, monkeypatch):
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     out = tmp_path / "r"
-    assert main(["run", "--job", "cast_semantics", "--job", "refit_pipeline", "--layers", "1", "--out", str(out), "-q"]) == 0
+    assert main(["run", "--config", "tiny-llama", "--job", "cast_semantics", "--job", "refit_pipeline", "--layers", "1", "--out", str(out), "-q"]) == 0
     rep = load(out)
     assert rep["schema"] == "refit-verify/report@1" and rep["status"] == "complete" and rep["verdict"] == "pass"
     env = rep["environment"]
     assert env["torch"] and "vllm" in env and env["cast_semantics"]["cpu"]["overflow"] in ("saturate", "nan")
-    assert rep["seeds"] == {"base": 0} and "run --job cast_semantics" in rep["command"]
+    assert rep["seeds"] == {"base": 0} and "run --config tiny-llama --job cast_semantics" in rep["command"]
     drift = next(j for j in rep["jobs"] if j["name"] == "refit_pipeline")
     assert drift["metrics"]["fp8_tensors"] == 4 and len(drift["tables"]["tensors"]) == 4
     assert all(f["value"] == 0 for f in drift["figures"] if f["metric"].startswith("refit_"))
@@ -60,7 +60,7 @@ def test_run_writes_complete_report_with_plots(tmp_path, monkeypatch):
 
 def test_mismatching_trainer_recipe_fails_with_repro(tmp_path):
     out = tmp_path / "r"
-    rc = main(["run", "--job", "refit_pipeline", "--set", "trainer_recipe=nemo_rl", "--set", "whatif=0", "--layers", "1", "--out", str(out), "-q", "--no-plots"])
+    rc = main(["run", "--config", "tiny-llama", "--job", "refit_pipeline", "--set", "trainer_recipe=nemo_rl", "--set", "whatif=0", "--layers", "1", "--out", str(out), "-q", "--no-plots"])
     assert rc == 1
     job = load(out)["jobs"][0]
     assert job["verdict"] == "fail" and "mismatch in block" in job["failures"][0]["reason"]

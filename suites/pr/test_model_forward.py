@@ -115,3 +115,35 @@ def test_non_block_aligned_shards_refused():
     cfg = _small(num_key_value_heads=1, head_dim=64)  # k = v = 64 rows: q|k boundary fine, k|v not
     with pytest.raises(BadInputError, match="multiple of 128"):
         build_engine_params(cfg, synthesize_weights(cfg, 0))
+
+
+def test_exact_placement_rows_dequantize_with_their_own_shard():
+    """odd-kv64: k/v blocks straddle shards; the exact store's per-row scales give each shard its own."""
+    from refit_verify.fp8 import dequantize, quantize
+    from refit_verify.model.config import load_config
+    from refit_verify.model.llama import LlamaModel
+    from refit_verify.model.weights import synthesize_weights
+    from refit_verify.refit.run import run_refit
+
+    cfg = load_config("odd-kv64", layers=1)
+    w = synthesize_weights(cfg, 0)
+    r = run_refit(cfg, w, placement="exact", paths=("before",))
+    qkv = LlamaModel(cfg, r.stores["before"].parameters()).layers[0].qkv[0]
+    p = "model.layers.0.self_attn."
+    expected = torch.cat([dequantize(quantize(w[p + f"{s}_proj.weight"], "vllm_per_block")) for s in "qkv"])
+    assert torch.equal(qkv.w_dequant, expected), "a row of the fused qkv is dequantized with another shard's scale"
+
+
+def test_kv_cache_decoding_matches_full_forward():
+    """Prefix then one token at a time through the cache == one forward over the whole sequence."""
+    from refit_verify.model.llama import KVCache
+
+    cfg = fixtures.config()
+    for params in (fixtures.hf_weights(), fixtures.engine_params()):
+        m = LlamaModel(cfg, params)
+        ids = _prompts(cfg, 2, 9)
+        full = m.logits(ids)
+        cache = KVCache()
+        parts = [m.logits(ids[:, :5], cache)] + [m.logits(ids[:, t:t + 1], cache) for t in range(5, 9)]
+        assert cache.length == 9
+        torch.testing.assert_close(torch.cat(parts, 1), full, rtol=1e-4, atol=1e-4)

@@ -35,11 +35,17 @@ def test_names_map_to_hf():
 
 
 def _smollm_path():
+    """The packaged GGUF (installed, cached, or fetched once); offline outside CI the tests skip."""
+    import os
+
+    from refit_verify.errors import BadInputError
+
     try:
-        p = resolve_gguf("smollm2-135m")
-    except Exception as e:  # package not installed
+        return resolve_gguf("smollm2-135m")
+    except BadInputError as e:
+        if os.environ.get("CI"):
+            raise
         pytest.skip(str(e))
-    return p
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +74,21 @@ def test_forward_matches_transformers_one_layer(smollm_1layer):
     err = (ours - ref).abs().max().item()
     # float32 both sides, same weights: matmul blocking only (measured 4.8e-5 over all 30 layers)
     assert err < 1e-4, f"max |logit diff| {err:.3g} vs transformers {transformers.__version__}"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("os").environ.get("REFIT_VERIFY_SLOW"), reason="all 30 layers: set REFIT_VERIFY_SLOW=1")
+def test_forward_matches_transformers_all_layers():
+    """The whole SmolLM2-135M (30 layers) from the same dequantized weights: float32 both sides."""
+    transformers = pytest.importorskip("transformers")
+    from test_model_conformance import _reference_logits
+
+    from refit_verify.model.gguf import load_gguf_cached
+
+    cfg, w = load_gguf_cached(_smollm_path(), "smollm2-135m")
+    ids = torch.tensor([[1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018]])
+    ref = _reference_logits(cfg, w, ids, transformers.LlamaForCausalLM, transformers.LlamaConfig)
+    ours = LlamaModel(cfg, {k: v.float() for k, v in w.items()}).logits(ids)
+    err = (ours - ref).abs().max().item()
+    assert torch.equal(ours.argmax(-1), ref.argmax(-1)), "greedy tokens differ from transformers"
+    assert err < 2e-4, f"max |logit diff| {err:.3g} over 30 layers vs transformers {transformers.__version__}"

@@ -20,7 +20,7 @@ def _operands(n=384, k=256, m=7, seed=0):
 
 
 def _reference(x, w_codes, w_scale):
-    """vLLM's group quant (REFERENCE §3: amax floor 1e-10, divide, clamp) and the block dequant, in float64."""
+    """vLLM's group quant (FACTS.md §3: amax floor 1e-10, divide, clamp) and the block dequant, in float64."""
     m, k = x.shape
     groups = x.float().reshape(m, k // 128, 128)
     s = groups.abs().amax(-1, keepdim=True).clamp(min=1e-10) / 448.0
@@ -73,16 +73,16 @@ def test_w8a8_close_to_bf16_linear():
     y = lin.w8a8_linear(x, w, s)
     ref = x @ w_bf16.float().t()
     rel = (y - ref).norm() / ref.norm()
-    # two e4m3 roundings (3 mantissa bits, ~2.6% rel each on randn-like data, REFERENCE §3) add in quadrature
+    # two e4m3 roundings (3 mantissa bits, ~2.6% rel each on randn-like data, FACTS.md §3) add in quadrature
     assert rel < 0.06, f"W8A8 relative error {rel:.4f} vs the BF16 linear"
 
 
-@pytest.mark.parametrize("bad", ["k_not_128", "no_scale_shape", "bf16_weight"])
+@pytest.mark.parametrize("bad", ["k_scale_short", "no_scale_shape", "bf16_weight"])
 def test_typed_errors(bad):
     x, w, s, _ = _operands()
     with pytest.raises(BadInputError):
-        if bad == "k_not_128":
-            lin.w8a8_linear(x[:, :200], w[:, :200], s)
+        if bad == "k_scale_short":  # K=200 runs (partial last block) but needs ceil(200/128) = 2 scale columns
+            lin.w8a8_linear(x[:, :200], w[:, :200], s[:, :1])
         elif bad == "no_scale_shape":
             lin.w8a8_linear(x, w, s.t().contiguous())
         else:
@@ -95,3 +95,32 @@ def test_native_backend_refuses_cleanly_without_gpu():
     x, w, s, _ = _operands()
     with pytest.raises(BadInputError, match="native FP8 GEMM unavailable"):
         lin.w8a8_linear(x, w, s, backend="native")
+
+
+def test_partial_k_groups_start_at_column_zero():
+    """K=576 (SmolLM2): 4 full groups + one of 64 live columns, as vLLM's native path pads and crops."""
+    import torch.nn.functional as F
+
+    from refit_verify.fp8 import quantize
+
+    g = torch.Generator().manual_seed(576)
+    x = torch.randn(5, 576, generator=g).bfloat16()
+    x[:, 512:] *= 40  # the tail group at its own magnitude: a wrong grouping shows in its scale
+    a = lin.quantize_act(x, "vllm_act_group", "x576")
+    padded = quantize(F.pad(x.float(), (0, 64)).bfloat16(), "vllm_act_group_native", "x640")
+    assert a.scale_inv.shape == (5, 5)
+    assert torch.equal(a.scale_inv, padded.scale_inv), "group scales differ from zero-padded groups at 0,128,..,512"
+    assert torch.equal(a.data.view(torch.uint8), padded.data[:, :576].view(torch.uint8))
+
+
+def test_partial_k_linear_close_to_float():
+    from refit_verify.fp8 import quantize
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 576, generator=g).bfloat16()
+    w = (torch.randn(192, 576, generator=g) * 0.05).bfloat16()
+    qw = quantize(w, "vllm_per_block", "w")
+    y = lin.w8a8_linear(x, qw.data, qw.scale_inv, name="w")
+    ref = x.float() @ w.float().t()
+    rel = ((y - ref).norm() / ref.norm()).item()
+    assert y.shape == (3, 192) and rel < 0.05, f"relative error {rel:.3g}: the K tail is not multiplied right"
