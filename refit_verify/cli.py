@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run the quantizer case set on your callable and compare bitwise with a recipe.")
     c.add_argument("--quantizer", metavar="MODULE:ATTR", help="dotted.module:func or path/to/file.py:func")
     c.add_argument("--kwargs", metavar="JSON", help="keyword arguments for the quantizer, as a JSON object")
-    c.add_argument("--against", default="vllm_per_block", metavar="RECIPE", help="recipe to match (default vllm_per_block)")
+    c.add_argument("--against", default="vllm_per_block", metavar="RECIPE", help="recipe to match: a preset, a recipe .toml file or PRESET:field=value,... (default vllm_per_block)")
     c.add_argument("--case", action="append", metavar="NAME", help="only this case (repeatable)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--exporter", metavar="MODULE:ATTR",
@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, mod in DELEGATES.items():
         sub.add_parser(name, help=f"delegates to {mod}:main (all further arguments are passed on)", add_help=False)
-    sub.add_parser("presets", help="list the named quantizer recipes")
+    ps = sub.add_parser("presets", help="list the named quantizer recipes")
+    ps.add_argument("--show", metavar="RECIPE", help="print one recipe (preset, alias, file or PRESET:field=value) as TOML")
     return p
 
 
@@ -236,7 +237,7 @@ def cmd_check(args) -> int:
 
     base = [PROG, "check", "--quantizer", args.quantizer] + (["--kwargs", args.kwargs] if args.kwargs else [])
     # check_quantizer fills {case} with str.format: braces of the user's JSON must be escaped
-    fixed = shlex.join(base + ["--against", recipe.name, "--case"]).replace("{", "{{").replace("}", "}}")
+    fixed = shlex.join(base + ["--against", args.against, "--case"]).replace("{", "{{").replace("}", "}}")
     repro = fixed + " {case} --seed " + str(args.seed)
     result = check_quantizer(fn, recipe, cases, seed=args.seed, repro=repro)
     fails = result.failures()
@@ -382,9 +383,18 @@ def cmd_gate(args) -> int:
 
 def cmd_presets(args) -> int:
     from refit_verify.fp8 import PRESETS
+    from refit_verify.fp8.presets import ALIASES
 
+    if getattr(args, "show", None):
+        from refit_verify.fp8 import get_recipe
+        from refit_verify.fp8.recipe_io import recipe_to_toml
+
+        print(recipe_to_toml(get_recipe(args.show)), end="")
+        return 0
     for name, r in PRESETS.items():
         print(f"{name:32s} {r.source}")
+    for alias, (target, source) in ALIASES.items():
+        print(f"{alias:32s} = {target}: {source}")
     return 0
 
 
