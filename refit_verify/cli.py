@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, mod in DELEGATES.items():
         sub.add_parser(name, help=f"delegates to {mod}:main (all further arguments are passed on)", add_help=False)
+    ft = sub.add_parser("fit", help="find the recipe that reproduces your quantizer bit for bit",
+                        description="Probe QUANTIZER on the case set and search the recipe fields for a recipe that "
+                                    "reproduces it exactly; print it as a diff from the nearest preset plus TOML.")
+    ft.add_argument("--quantizer", required=True, metavar="MODULE:ATTR", help="f(w) -> (fp8, scale_inv)")
+    ft.add_argument("--kwargs", metavar="JSON", help="keyword arguments for the quantizer")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--json", action="store_true", help="machine-readable result")
     ps = sub.add_parser("presets", help="list the named quantizer recipes")
     ps.add_argument("--show", metavar="RECIPE", help="print one recipe (preset, alias, file or PRESET:field=value) as TOML")
     return p
@@ -398,7 +405,14 @@ def cmd_presets(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "diff": cmd_diff, "gate": cmd_gate, "presets": cmd_presets}
+def cmd_fit(args) -> int:
+    from refit_verify.fit import cmd_fit as run
+
+    return run(args)
+
+
+COMMANDS = {"run": cmd_run, "check": cmd_check, "diff": cmd_diff, "gate": cmd_gate, "presets": cmd_presets,
+            "fit": cmd_fit}
 
 
 if __name__ == "__main__":
