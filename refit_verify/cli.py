@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--kwargs", metavar="JSON", help="keyword arguments for the quantizer")
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--json", action="store_true", help="machine-readable result")
+    ft.add_argument("--mx", action="store_true", help="MXFP8 quantizer: 1x32 groups, E8M0 scales (mx case set)")
     ps = sub.add_parser("presets", help="list the named quantizer recipes")
     ps.add_argument("--show", metavar="RECIPE", help="print one recipe (preset, alias, file or PRESET:field=value) as TOML")
     return p
@@ -227,9 +228,11 @@ def cmd_run(args) -> int:
 def cmd_check(args) -> int:
     if args.exporter:
         return _check_exporter(args)
-    from refit_verify.cases import default_cases
+    from refit_verify.cases import case_set
+    from refit_verify.fp8 import get_recipe
 
-    cases = default_cases(args.seed)
+    recipe = get_recipe(args.against)  # unknown recipe -> BadInputError -> exit 2 with the preset list
+    cases = case_set(args.seed, recipe.block)
     if args.list_cases:
         for c in cases:
             print(f"{c.name:28s} seed={c.seed:<11d} {c.note}")
@@ -245,10 +248,8 @@ def cmd_check(args) -> int:
             return 2
         cases = [c for c in cases if c.name in args.case]
     from refit_verify.check import check_quantizer
-    from refit_verify.fp8 import get_recipe
     from refit_verify.usercode import load_callable
 
-    recipe = get_recipe(args.against)  # unknown recipe -> BadInputError -> exit 2 with the preset list
     fn = load_callable(args.quantizer, args.kwargs)
     import shlex
 
@@ -286,7 +287,7 @@ def _check_exporter(args) -> int:
     fn = load_callable(args.exporter, args.kwargs)
     out = check_exporter(fn, cfg, synthesize_weights(cfg, args.seed), recipe)
     repro = shlex.join([PROG, "check", "--exporter", args.exporter] + (["--kwargs", args.kwargs] if args.kwargs else [])
-                       + ["--against", recipe.name, "--config", cfg.name, "--seed", str(args.seed)])
+                       + ["--against", args.against, "--config", cfg.name, "--seed", str(args.seed)])
     if args.out:
         from refit_verify.results import JobResult
         from refit_verify.report import env

@@ -21,7 +21,7 @@ from typing import Callable, Optional
 
 import torch
 
-from refit_verify.cases import Case, default_cases
+from refit_verify.cases import Case, case_set
 from refit_verify.errors import RecipeFailure
 from refit_verify.fp8 import PRESETS, quantize, recipe_diff
 from refit_verify.fp8.recipe import Recipe
@@ -34,7 +34,7 @@ SEARCH_SPACE: dict[str, tuple] = {
     "scale_form": ("descale", "scale", "scale_f64", "scale_div"),
     "zero_amax_scale_one": (False, True),
     "inf_scale": ("propagate", "one", "fmax", "fmax_input"),
-    "pow2": ("none", "float_ceil", "float_ceil_exp2", "bits_ceil", "nemo_e8m0", "te_frexp"),
+    "pow2": ("none", "float_ceil", "float_ceil_exp2", "bits_ceil", "nemo_e8m0", "te_frexp", "mx_e8m0"),
     "scale_min": (None,),
     "quantize_op": ("mul_reciprocal", "div", "mul_scale"),
     "clamp": (False, True),
@@ -171,12 +171,14 @@ def _moves(current: Recipe, probes: dict):
 
 
 def fit_quantizer(impl: Callable, cases: Optional[list[Case]] = None, seed: int = 0,
-                  presets: Optional[list[str]] = None, max_rounds: int = 6) -> FitResult:
-    cases = default_cases(seed) if cases is None else cases
+                  presets: Optional[list[str]] = None, max_rounds: int = 6, mx: bool = False) -> FitResult:
+    """`mx`: an MXFP8 quantizer (1x32 groups): the MX case set and the MX presets are the start."""
+    block = (1, 32) if mx else (128, 128)
+    cases = case_set(seed, block) if cases is None else cases
     obs = observe(impl, cases)
     scorer = _Scorer(obs)
     probes = _probe_values(impl)
-    names = presets or [n for n, r in PRESETS.items() if r.block == (128, 128)]
+    names = presets or [n for n, r in PRESETS.items() if r.block == block]
     best_name, best_miss = None, None
     for name in names:
         m = scorer.misses(PRESETS[name], len(obs) if best_miss is None else len(best_miss) - 1)
@@ -279,7 +281,7 @@ def cmd_fit(args) -> int:
     from refit_verify.usercode import load_callable
 
     fn = load_callable(args.quantizer, getattr(args, "kwargs", None))
-    result = fit_quantizer(fn, seed=args.seed)
+    result = fit_quantizer(fn, seed=args.seed, mx=getattr(args, "mx", False))
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
         return 0 if result.exact else 1

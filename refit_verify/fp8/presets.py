@@ -135,6 +135,22 @@ COMPRESSED_TENSORS = Recipe(
     "symmetric FP8 as llm-compressor writes it and vLLM loads weight_scale into float32)",
 )
 
+# MXFP8 weights: 1x32 groups along K, E8M0 scales (the uint8 byte is the biased exponent; the
+# reference returns the float32 power of two, fmt.e8m0_bytes gives the bytes).
+MXFP8_VLLM = Recipe(
+    name="mxfp8_vllm",
+    block=(1, 32),
+    padding="none",
+    amax_floor=2.0**-126,  # torch.finfo(float32).tiny
+    scale_form="descale",
+    pow2="mx_e8m0",
+    quantize_op="div",
+    clamp=False,
+    source="vLLM 0.33 model_executor/layers/quantization/utils/mxfp8_utils.py _mxfp8_e4m3_quantize_torch "
+    "(the path off Blackwell/flashinfer): K % 32 == 0, amax.clamp(min=tiny), ceil(log2(amax/448)) + 127 "
+    "clamped to [0, 254] as uint8, x / exp2(byte - 127), no clamp",
+)
+
 # Implementations that are exactly an existing preset: the name resolves to that recipe (the facts are
 # pinned in suites/pr/test_recipes_sources.py).
 ALIASES: dict[str, tuple[str, str]] = {
@@ -195,6 +211,7 @@ PRESETS: dict[str, Recipe] = {
         AREAL,
         TORCHAO_FLOAT8TENSOR,
         COMPRESSED_TENSORS,
+        MXFP8_VLLM,
         VLLM_ACT_GROUP,
         VLLM_ACT_GROUP_UE8M0,
         VLLM_ACT_GROUP_NATIVE,
@@ -203,6 +220,7 @@ PRESETS: dict[str, Recipe] = {
 }
 WEIGHT_PRESETS = [n for n, r in PRESETS.items() if r.block == (128, 128)]
 ACTIVATION_PRESETS = [n for n, r in PRESETS.items() if r.block == (1, 128)]
+MX_PRESETS = [n for n, r in PRESETS.items() if r.block == (1, 32)]
 
 
 def get_recipe(name_or_recipe) -> Recipe:

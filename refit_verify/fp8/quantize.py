@@ -91,6 +91,8 @@ def _scales(amax: torch.Tensor, r: Recipe, in_dtype=torch.float32,
             sf = torch.reciprocal(fmt.ue8m0_nemo_scale(sf))
         elif r.pow2 == "te_frexp":
             sf = torch.reciprocal(fmt.pow2_floor_frexp(fmt.E4M3_MAX / amax))
+        elif r.pow2 == "mx_e8m0":
+            sf = fmt.mx_e8m0_scale(sf)
         if r.quantize_op == "mul_reciprocal":
             return 1.0 / sf, sf
         if r.quantize_op == "div":

@@ -22,7 +22,9 @@ Padding = Literal["zero", "edge", "none"]
 ScaleForm = Literal["descale", "scale", "scale_f64", "scale_div"]
 # float_ceil: torch.pow(2.0, ceil(log2 s)) (vLLM weights); float_ceil_exp2: torch.exp2(ceil(log2 s)) (vLLM's
 # native activation path). Equal on every finite scale; they differ in the sign bit of a NaN scale.
-Pow2 = Literal["none", "float_ceil", "float_ceil_exp2", "bits_ceil", "nemo_e8m0", "te_frexp"]
+# mx_e8m0: MXFP8's E8M0 rule as vLLM's torch path writes it: exp2(clamp(ceil(log2(amax/448)), -127, 127)),
+# the biased exponent clamp(.., 0, 254) being the stored uint8 byte.
+Pow2 = Literal["none", "float_ceil", "float_ceil_exp2", "bits_ceil", "nemo_e8m0", "te_frexp", "mx_e8m0"]
 QuantizeOp = Literal["mul_reciprocal", "div", "mul_scale"]
 NanPolicy = Literal["propagate", "zero", "raise"]
 # fmax: FLT_MAX where s == inf; fmax_input: finfo(input dtype).max there (TransformerEngine's x_dtype).
