@@ -67,8 +67,8 @@ def _pad(x: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, pn - n, 0, pm - m), mode="constant", value=float(x[-1, -1]))
 
 
-def _scales(amax: torch.Tensor, r: Recipe, in_dtype=torch.float32,
-            descale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def scales_for_amax(amax: torch.Tensor, r: Recipe, in_dtype=torch.float32,
+                    descale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(multiplier-or-divisor used on elements, stored scale_inv), both float32 [Mb, Nb, 1, 1].
 
     Python-scalar / tensor is evaluated by torch as tensor.reciprocal() * scalar (two roundings);
@@ -135,7 +135,7 @@ def _quantize_blocks(x: torch.Tensor, r: Recipe):
     if r.nan_policy == "zero":
         tiles = torch.nan_to_num(tiles.float(), nan=0.0, posinf=fmt.E4M3_MAX, neginf=-fmt.E4M3_MAX)
     amax, descale = _amax(tiles, r)
-    factor, scale_inv = _scales(amax, r, x.dtype, descale)
+    factor, scale_inv = scales_for_amax(amax, r, x.dtype, descale)
     if r.quantize_op == "div":
         y = tiles / factor
     else:
