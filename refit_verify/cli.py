@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run the quantizer case set on your callable and compare bitwise with a recipe.")
     c.add_argument("--quantizer", metavar="MODULE:ATTR", help="dotted.module:func or path/to/file.py:func")
     c.add_argument("--kwargs", metavar="JSON", help="keyword arguments for the quantizer, as a JSON object")
-    c.add_argument("--against", default="vllm_per_block", metavar="RECIPE", help="recipe to match (default vllm_per_block)")
+    c.add_argument("--against", default="vllm_per_block", metavar="RECIPE", help="recipe to match: a preset, a recipe .toml file or PRESET:field=value,... (default vllm_per_block)")
     c.add_argument("--case", action="append", metavar="NAME", help="only this case (repeatable)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--exporter", metavar="MODULE:ATTR",
@@ -80,7 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, mod in DELEGATES.items():
         sub.add_parser(name, help=f"delegates to {mod}:main (all further arguments are passed on)", add_help=False)
-    sub.add_parser("presets", help="list the named quantizer recipes")
+    ft = sub.add_parser("fit", help="find the recipe that reproduces your quantizer bit for bit",
+                        description="Probe QUANTIZER on the case set and search the recipe fields for a recipe that "
+                                    "reproduces it exactly; print it as a diff from the nearest preset plus TOML.")
+    ft.add_argument("--quantizer", required=True, metavar="MODULE:ATTR", help="f(w) -> (fp8, scale_inv)")
+    ft.add_argument("--kwargs", metavar="JSON", help="keyword arguments for the quantizer")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--json", action="store_true", help="machine-readable result")
+    ft.add_argument("--mx", action="store_true", help="MXFP8 quantizer: 1x32 groups, E8M0 scales (mx case set)")
+    ps = sub.add_parser("presets", help="list the named quantizer recipes")
+    ps.add_argument("--show", metavar="RECIPE", help="print one recipe (preset, alias, file or PRESET:field=value) as TOML")
     return p
 
 
@@ -243,9 +252,11 @@ def cmd_run(args) -> int:
 def cmd_check(args) -> int:
     if args.exporter:
         return _check_exporter(args)
-    from refit_verify.cases import default_cases
+    from refit_verify.cases import case_set
+    from refit_verify.fp8 import get_recipe
 
-    cases = default_cases(args.seed)
+    recipe = get_recipe(args.against)  # unknown recipe -> BadInputError -> exit 2 with the preset list
+    cases = case_set(args.seed, recipe.block)
     if args.list_cases:
         for c in cases:
             print(f"{c.name:28s} seed={c.seed:<11d} {c.note}")
@@ -261,16 +272,14 @@ def cmd_check(args) -> int:
             return 2
         cases = [c for c in cases if c.name in args.case]
     from refit_verify.check import check_quantizer
-    from refit_verify.fp8 import get_recipe
     from refit_verify.usercode import load_callable
 
-    recipe = get_recipe(args.against)  # unknown recipe -> BadInputError -> exit 2 with the preset list
     fn = load_callable(args.quantizer, args.kwargs)
     import shlex
 
     base = [PROG, "check", "--quantizer", args.quantizer] + (["--kwargs", args.kwargs] if args.kwargs else [])
     # check_quantizer fills {case} with str.format: braces of the user's JSON must be escaped
-    fixed = shlex.join(base + ["--against", recipe.name, "--case"]).replace("{", "{{").replace("}", "}}")
+    fixed = shlex.join(base + ["--against", args.against, "--case"]).replace("{", "{{").replace("}", "}}")
     repro = fixed + " {case} --seed " + str(args.seed)
     result = check_quantizer(fn, recipe, cases, seed=args.seed, repro=repro)
     fails = result.failures()
@@ -302,7 +311,7 @@ def _check_exporter(args) -> int:
     fn = load_callable(args.exporter, args.kwargs)
     out = check_exporter(fn, cfg, synthesize_weights(cfg, args.seed), recipe)
     repro = shlex.join([PROG, "check", "--exporter", args.exporter] + (["--kwargs", args.kwargs] if args.kwargs else [])
-                       + ["--against", recipe.name, "--config", cfg.name, "--seed", str(args.seed)])
+                       + ["--against", args.against, "--config", cfg.name, "--seed", str(args.seed)])
     if args.out:
         from refit_verify.results import JobResult
         from refit_verify.report import env
@@ -437,9 +446,24 @@ def preset_lines(presets: dict) -> list[str]:
 
 def cmd_presets(args) -> int:
     from refit_verify.fp8 import PRESETS
+    from refit_verify.fp8.presets import ALIASES
 
+    if getattr(args, "show", None):
+        from refit_verify.fp8 import get_recipe
+        from refit_verify.fp8.recipe_io import recipe_to_toml
+
+        print(recipe_to_toml(get_recipe(args.show)), end="")
+        return 0
     print("\n".join(preset_lines(PRESETS)))
+    for alias, (target, source) in ALIASES.items():
+        print(f"{alias:32s} = {target}: {source}")
     return 0
+
+
+def cmd_fit(args) -> int:
+    from refit_verify.fit import cmd_fit as run
+
+    return run(args)
 
 
 def _live(name):
@@ -451,7 +475,7 @@ def _live(name):
 
 
 COMMANDS = {"run": cmd_run, "check": cmd_check, "diff": cmd_diff, "gate": cmd_gate, "presets": cmd_presets,
-            "digest": _live("cmd_digest"), "expect": _live("cmd_expect")}
+            "fit": cmd_fit, "digest": _live("cmd_digest"), "expect": _live("cmd_expect")}
 
 
 if __name__ == "__main__":
