@@ -161,6 +161,12 @@ def resolve_inputs(config, weights, seed, layers):
     return cfg, (synthesize_weights(cfg, seed) if weights is None else weights)
 
 
+def default_bucket(weights: dict) -> int:
+    """A bucket large enough for the largest tensor, as a real one must be."""
+    biggest = max(nbytes_of(t.shape, t.dtype) for t in weights.values())
+    return max(64 << 20, -(-biggest // DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT)
+
+
 def run_sharded_refit(config, layout: Layout, weights: Optional[dict] = None, before="vllm_per_block",
                       after=None, *, seed: int = 0, layers: Optional[int] = None, selection="loader",
                       trainer_quant: str = "after_gather", stage_names: str = "global",
@@ -168,9 +174,7 @@ def run_sharded_refit(config, layout: Layout, weights: Optional[dict] = None, be
     """FP8-before and FP8-after into the sharded reference engine; per-rank bitwise comparison."""
     cfg, weights = resolve_inputs(config, weights, seed, layers)
     after = get_recipe(after or before)
-    if bucket_bytes is None:
-        biggest = max(nbytes_of(t.shape, t.dtype) for t in weights.values())
-        bucket_bytes = max(64 << 20, -(-biggest // DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT)
+    bucket_bytes = bucket_bytes or default_bucket(weights)
     options = {"trainer_quant": trainer_quant, "stage_names": stage_names, "seed": seed,
                "selection": selection if isinstance(selection, str) else repr(selection),
                "before": get_recipe(before).name, "after": after.name}
@@ -294,4 +298,34 @@ def mismatch_findings(comparisons) -> list[Finding]:
                                + (f"; {fm.get('describe')}" if fm.get("describe") else ""), rank=c.rank,
                                block=tuple(fm["block"]) if fm.get("block") is not None else None,
                                detail={"mismatched_blocks": c.mismatched_blocks}))
+    return out
+
+
+def snapshot(state: EngineState) -> EngineState:
+    return EngineState(state.layout, {r: {n: t.detach().clone() for n, t in p.items()} for r, p in state.ranks.items()},
+                       list(state.findings), dict(state.meta))
+
+
+def refit_invariants(config, layout: Layout, *, seed: int = 0, layers: Optional[int] = None, before="vllm_per_block",
+                     path: str = "before", trainer_quant: str = "after_gather") -> list[Finding]:
+    """Refit A, then B, then A again into one engine: the bytes must return to A's (idempotency) and no
+    parameter may change storage (CUDA graphs hold the old pointer). Findings name tensor and rank."""
+    cfg, weights_a = resolve_inputs(config, None, seed, layers)
+    weights_b = synthesize_weights(cfg, seed + 1)
+    engine = ShardedReferenceEngine(cfg, layout, recipe=before, path=path,
+                                    sender_grid="per_shard" if trainer_quant == "before_gather" else "whole")
+    ptrs = engine.data_ptrs()
+    states = []
+    for weights in (weights_a, weights_b, weights_a):
+        refit_path(engine, weights, path, before, "loader", trainer_quant, "global", default_bucket(weights))
+        states.append(snapshot(engine.state()))
+    out = []
+    for c in compare_sharded(states[0], states[2]):
+        if not c.equal:
+            out.append(Finding("not_idempotent", c.tensor, f"refit A -> B -> A differs from refit A: "
+                               f"{c.n_code_mismatch} codes, {c.n_scale_mismatch} scales", path=path, rank=c.rank))
+    moved = {k: v for k, v in engine.data_ptrs().items() if ptrs.get(k) != v}
+    for (label, name) in sorted(moved):
+        out.append(Finding("storage_replaced", name, "data_ptr changed by the refit: a captured CUDA graph would "
+                           "keep reading the old storage", path=path, rank=label))
     return out
