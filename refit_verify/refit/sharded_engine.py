@@ -87,6 +87,7 @@ class RankStore:
         self.expected: set = set()  # ledger keys (engine param, part)
         self.writes: dict = defaultdict(list)  # ledger key -> [source names]
         self.arrived: dict = {}  # (prefix, shard index) -> (scale as sent, its route or None when rank-local)
+        self.qcache: dict = {}  # shared by the engine's ranks within one refit (ShardedReferenceEngine.begin_refit)
         self.validation: list[tuple[str, str]] = []  # vLLM create-time errors: (tensor, message)
         self.start, self.end = pp_layer_range(cfg.num_hidden_layers, rank.pp, layout.pp)
         for layer in range(self.start, self.end):
@@ -194,6 +195,14 @@ class RankStore:
             return self._load_expert(route, name, t, is_scale, pre, recipe)
         return self._load_linear(route, name, t, is_scale, pre, recipe)
 
+    def _quantize(self, piece, recipe, name, where):
+        # ranks holding the same slice (expert-parallel replicas of a dense layer) quantize the same
+        # bytes: computed once per refit (the quantizer is deterministic), not once per rank
+        key = (name,) + where
+        if key not in self.qcache:
+            self.qcache[key] = quantize(piece.contiguous(), recipe, name=name)
+        return self.qcache[key]
+
     def _write(self, key, source: str) -> None:
         self.writes[key].append(source)
 
@@ -235,7 +244,7 @@ class RankStore:
             lin.load_weight(i, piece, name)
             self._write((route.prefix + ".weight", sid), name)
             return notes
-        q = quantize(piece.contiguous(), recipe, name=name)  # FP8-after: the rank quantizes its own slice
+        q = self._quantize(piece, recipe, name, (route.dim, route.shard_rank, route.local))  # FP8-after: own slice
         lin.load_weight(i, q.data, name)
         lin.load_scale(i, q.scale_inv, name + SCALE_SUFFIX)
         self.arrived[(route.prefix, i)] = (q.scale_inv, None)
@@ -270,7 +279,7 @@ class RankStore:
             if pre and not is_scale and t.dtype not in FP8_DTYPES:
                 return [("bf16_into_fp8", name, f"{t.dtype} data in a pre-quantized refit cast into FP8 without a scale")]
             return []
-        q = quantize(self._expert_piece(route, t, name).contiguous(), recipe, name=name)
+        q = self._quantize(self._expert_piece(route, t, name), recipe, name, ("expert",))
         for is_s, src in ((False, q.data), (True, q.scale_inv)):
             pname, dst = self._expert_dst(route, is_s)
             check_shape(src, dst.shape, name + (SCALE_SUFFIX if is_s else ""), route.wid)
@@ -387,8 +396,9 @@ class ShardedReferenceEngine:
 
     def begin_refit(self, metadata: Optional[dict] = None) -> None:
         self.findings, self._seen = [], {}
+        cache: dict = {}
         for s in self.ranks.values():
-            s.writes = defaultdict(list)
+            s.writes, s.arrived, s.qcache = defaultdict(list), {}, cache
         self._pre = bool(metadata) and any(n.endswith(SCALE_SUFFIX) for n in metadata)
 
     def receive(self, batch: Iterable[tuple[str, torch.Tensor]]) -> None:
