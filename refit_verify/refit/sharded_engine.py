@@ -87,7 +87,7 @@ class RankStore:
         self.expected: set = set()  # ledger keys (engine param, part)
         self.writes: dict = defaultdict(list)  # ledger key -> [source names]
         self.arrived: dict = {}  # (prefix, shard index) -> (scale as sent, its route or None when rank-local)
-        self.qcache: dict = {}  # shared by the engine's ranks within one refit (ShardedReferenceEngine.begin_refit)
+        self.qcache: dict = {}  # shared by the ranks loading one arrived tensor (ShardedReferenceEngine.receive)
         self.validation: list[tuple[str, str]] = []  # vLLM create-time errors: (tensor, message)
         self.start, self.end = pp_layer_range(cfg.num_hidden_layers, rank.pp, layout.pp)
         for layer in range(self.start, self.end):
@@ -196,8 +196,8 @@ class RankStore:
         return self._load_linear(route, name, t, is_scale, pre, recipe)
 
     def _quantize(self, piece, recipe, name, where):
-        # ranks holding the same slice (expert-parallel replicas of a dense layer) quantize the same
-        # bytes: computed once per refit (the quantizer is deterministic), not once per rank
+        # ranks holding the same slice of one arrived tensor (expert-parallel replicas of a dense layer)
+        # quantize the same bytes: computed once (the quantizer is deterministic), not once per rank
         key = (name,) + where
         if key not in self.qcache:
             self.qcache[key] = quantize(piece.contiguous(), recipe, name=name)
@@ -234,7 +234,7 @@ class RankStore:
         if is_scale:
             lin.load_scale(i, self._slice(route, t, True, name, sid), name)
             self._write((route.prefix + ".weight" + SCALE_SUFFIX, sid), name)
-            self.arrived[(route.prefix, i)] = (t, route)
+            self.arrived[(route.prefix, i)] = (t.detach().clone(), route)  # t may view a reused transport bucket
             return []
         piece = self._slice(route, t, False, name, sid)
         notes = []
@@ -396,9 +396,8 @@ class ShardedReferenceEngine:
 
     def begin_refit(self, metadata: Optional[dict] = None) -> None:
         self.findings, self._seen = [], {}
-        cache: dict = {}
         for s in self.ranks.values():
-            s.writes, s.arrived, s.qcache = defaultdict(list), {}, cache
+            s.writes, s.arrived = defaultdict(list), {}
         self._pre = bool(metadata) and any(n.endswith(SCALE_SUFFIX) for n in metadata)
 
     def receive(self, batch: Iterable[tuple[str, torch.Tensor]]) -> None:
@@ -412,7 +411,9 @@ class ShardedReferenceEngine:
             if not owners:
                 self._find("unknown_name", name, "no rank has a parameter for this name (vLLM: KeyError)")
                 continue
+            cache: dict = {}  # one arrived tensor: ranks holding the same slice share its quantization
             for store in owners:
+                store.qcache = cache
                 self._load_on(store, name, t)
 
     def _load_on(self, store: RankStore, name: str, t: torch.Tensor) -> None:

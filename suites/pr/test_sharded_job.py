@@ -48,3 +48,14 @@ def test_job_pp2_stage_local_names_report_collision(tmp_path):
 
 def test_idempotent_and_storage_stable():
     assert refit_invariants(SMALL, Layout(tp=2, pp=2)) == []
+
+
+def test_job_trainer_quant_both_reports_the_gather_hazard(tmp_path):
+    path = tmp_path / "inter192.json"
+    path.write_text(json.dumps({"hidden_size": 256, "intermediate_size": 192, "num_hidden_layers": 1,
+                                "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 128, "vocab_size": 128}))
+    rc, job = run(tmp_path, "--config", str(path), "--tp", "2", "--set", "trainer_quant=both", "--set", "invariants=0")
+    assert rc == 1
+    gather = [f for f in job["failures"] if "quantizing before and after the trainer's all-gather" in f["reason"]]
+    # each rank's 96-row slice shares a 128-row block with the other rank's rows when quantized whole
+    assert {f["case"].split("/")[0] for f in gather} == {"tp0.ep0.pp0", "tp1.ep0.pp0"}
