@@ -152,6 +152,21 @@ def _expert_scales_min_fill(original):
     return _build_experts
 
 
+def _quantization_shared_per_refit(original):
+    # the per-rank FP8-after quantization shared by name for the whole refit, not per arrived tensor:
+    # a name that arrives twice (stage-local indices) is loaded with the first tensor's bytes
+    def receive(self, batch):
+        if not self._seen:  # first batch of a refit
+            self._mutant_cache = {}
+        cls = type(next(iter(self.ranks.values())))
+        cls.qcache = property(lambda store: self._mutant_cache, lambda store, value: None)
+        try:
+            original(self, batch)
+        finally:
+            del cls.qcache
+    return receive
+
+
 import torch  # noqa: E402  (used by the factories above)
 
 MUTANTS += [
@@ -188,6 +203,10 @@ MUTANTS += [
            {f"{E}:ShardedReferenceEngine.receive": _no_collision_check}, "sharded",
            killers=(f"{ENGINE_TESTS}::test_pp2_stage_local_names_collide",
                     f"{JOB_TESTS}::test_job_pp2_stage_local_names_report_collision")),
+    Mutant("sharded_quantization_shared_by_name", "ranks share on-load quantization by name across the refit: a "
+           "second tensor under the same name gets the first one's bytes", {f"{E}:ShardedReferenceEngine.receive":
+           _quantization_shared_per_refit}, "sharded",
+           killers=(f"{ENGINE_TESTS}::test_pp2_stage_local_names_collide",)),
     Mutant("sharded_kv_not_replicated", "kv heads not replicated when tp exceeds them: k/v read at tp_rank, "
            "not tp_rank // replicas", {f"{P}:qkv_partition": _kv_not_replicated}, "sharded",
            killers=(f"{ENGINE_TESTS}::test_rules_pinned_from_vllm_source",)),
