@@ -179,7 +179,7 @@ class RankStore:
     def parameters(self) -> dict[str, torch.Tensor]:
         out = dict(self.plain)
         for lin in self.linears.values():
-            out.update({k: v for k, v in lin.parameters().items()})
+            out.update(lin.parameters())
         out.update(self.experts)
         return out
 

@@ -23,7 +23,6 @@ from refit_verify.model.weights import synthesize_weights
 from refit_verify.refit.engine import EngineState
 from refit_verify.refit.exporter import SCALE_SUFFIX, TrainerExporter
 from refit_verify.refit.findings import Finding
-from refit_verify.refit.loader import FP8_DTYPES
 from refit_verify.refit.placement_sharded import expert_range, pp_layer_range
 from refit_verify.refit.run import _feed, compare_states
 from refit_verify.refit.selection import explicit_selection, layer_index, resolve_selection
