@@ -62,7 +62,7 @@ def hypothesis_profile() -> str:
     try:
         from hypothesis import settings
 
-        return settings._current_profile or "default"  # private, but the only way to know the active one
+        return settings.get_current_profile_name()
     except (ImportError, AttributeError):
         return os.environ.get("HYPOTHESIS_PROFILE", "")
 

@@ -47,6 +47,7 @@ class Policy:
     skip_is_regression: bool = True
     path: str = ""
     raw: dict = field(default_factory=dict, repr=False)
+    reported: dict = field(default_factory=dict)  # figure name -> why it is shown but not gated
 
 
 def violates(value: float, rule: Rule) -> Optional[str]:
@@ -97,6 +98,10 @@ def load_policy(path=None) -> Policy:
         if spec.get("better") not in (None, "lower", "higher"):
             raise BadInputError(f"policy {p}: metrics.{name}.better must be 'lower' or 'higher'")
         rules[name] = Rule(metric=name, **spec)
+    reported = dict(raw.get("reported", {}))
+    both = sorted(set(reported) & set(rules))
+    if both:
+        raise BadInputError(f"policy {p}: {both} both gated ([metrics]) and reported-only ([reported])")
     g = raw.get("gate", {})
     return Policy(rules, g.get("require_complete", True), tuple(g.get("fail_on_verdicts", ("fail", "error"))),
-                  g.get("skip_is_regression", True), str(p), raw)
+                  g.get("skip_is_regression", True), str(p), raw, reported)
