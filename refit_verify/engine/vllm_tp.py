@@ -28,8 +28,8 @@ def init_tp(rank: int, world: int, folder: str):
     cfg_dir = os.path.join(folder, f"cfg{rank}")
     os.makedirs(cfg_dir, exist_ok=True)
     with open(os.path.join(cfg_dir, "config.json"), "w") as f:
-        json.dump(vllm_cpu._llama_config(256, 512, 4, 2, 1, 512), f)
-    cfg = vllm_cpu._make_vllm_config(cfg_dir)
+        json.dump(vllm_cpu.llama_config(256, 512, 4, 2, 1, 512), f)
+    cfg = vllm_cpu.make_vllm_config(cfg_dir)
     with set_current_vllm_config(cfg):
         if not dist.is_initialized():
             init_distributed_environment(world_size=world, rank=rank, local_rank=rank, backend="gloo",
@@ -64,13 +64,13 @@ def load_moe(spec: dict, sent: dict) -> dict:
 
     cfg = vllm_cpu.init_cpu_vllm()
     try:
-        with set_current_vllm_config(cfg), vllm_cpu._default_dtype(torch.bfloat16):
+        with set_current_vllm_config(cfg), vllm_cpu.default_dtype(torch.bfloat16):
             moe = FusedMoEFactory(num_experts=spec["experts"], top_k=2, hidden_size=spec["hidden"],
                                   intermediate_size=spec["intermediate"], quant_config=vllm_cpu.fp8_block_quant_config(),
                                   prefix="model.layers.0.mlp.experts")
     except Exception as exc:
         return {"status": "create_raised", "exception": f"{type(exc).__name__}: {exc}",
-                "where": vllm_cpu._innermost_vllm_frame(exc)}
+                "where": vllm_cpu.innermost_vllm_frame(exc)}
     # FusedMoEFactory nests the parameters (e.g. "routed_experts.w13_weight"): key them by their last name
     params = {n.rsplit(".", 1)[-1]: p for n, p in moe.named_parameters()}
     created = {n: p.detach().clone() for n, p in params.items()}
@@ -85,7 +85,7 @@ def load_moe(spec: dict, sent: dict) -> dict:
                         p.weight_loader(p, t, pname, shard_id=wid, expert_id=e)
     except Exception as exc:
         return {"status": "raised", "exception": f"{type(exc).__name__}: {exc}",
-                "where": vllm_cpu._innermost_vllm_frame(exc), "created": created}
+                "where": vllm_cpu.innermost_vllm_frame(exc), "created": created}
     return {"status": "ok", "created": created, "params": {n: p.detach().clone() for n, p in params.items()}}
 
 

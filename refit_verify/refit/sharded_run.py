@@ -4,7 +4,7 @@ The trainer side is a TrainerExporter whose FP8 quantization runs either after g
 tensor-parallel shards (one quantization of the whole tensor) or before (each trainer shard
 quantized on its own, codes and scales concatenated), and whose pipeline stages may export
 stage-local layer indices. The engine is ShardedReferenceEngine; the transport loop is the one
-driver's (`refit.run._feed`), the comparison is `compare_states`.
+driver's packed in-process transport (`refit.transport.InProcessTransport`), the comparison is `compare_states`.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from refit_verify.refit.engine import EngineState
 from refit_verify.refit.exporter import SCALE_SUFFIX, TrainerExporter
 from refit_verify.refit.findings import Finding
 from refit_verify.refit.placement_sharded import expert_range, pp_layer_range
-from refit_verify.refit.run import _feed, compare_states
+from refit_verify.refit.run import compare_states
 from refit_verify.refit.selection import explicit_selection, layer_index, resolve_selection
 from refit_verify.refit.sharded_engine import ShardedReferenceEngine, moe_parallel
-from refit_verify.refit.transport import DEFAULT_ALIGNMENT, nbytes_of
+from refit_verify.refit.transport import DEFAULT_ALIGNMENT, InProcessTransport, nbytes_of
 
 TRAINER_QUANT = ("after_gather", "before_gather")
 STAGE_NAMES = ("global", "local")
@@ -194,6 +194,14 @@ def run_sharded_refit(config, layout: Layout, weights: Optional[dict] = None, be
     return result
 
 
+def feed_inprocess(engine, items, metadata, bucket_bytes) -> dict:
+    """The packed in-process transport into engine.receive, batch by batch; returns its stats."""
+    tr = InProcessTransport(bucket_bytes, DEFAULT_ALIGNMENT)
+    for batch in tr.transfer(items, metadata):
+        engine.receive(batch)
+    return tr.stats.to_dict()
+
+
 def trainer_stages(weights: dict, cfg: ModelConfig, pp: int) -> list[dict]:
     """The trainer's pipeline stages: each exports its own layers (embeddings first, norm and head last)."""
     stages = [dict() for _ in range(pp)]
@@ -223,7 +231,7 @@ def refit_path(engine: ShardedReferenceEngine, weights, path, before, selection,
             export["payload_bytes"] += summary.payload_bytes
         engine.begin_refit(metadata)
         for ex in exporters:  # one broadcast group per trainer stage, as stage-wise refits send
-            transfer.append(_feed(engine, ex, ex.metadata(), "inprocess", bucket_bytes, DEFAULT_ALIGNMENT))
+            transfer.append(feed_inprocess(engine, ex, ex.metadata(), bucket_bytes))
     except TransportError as exc:
         completed = False
         findings.append(Finding("transport", exc.tensor or "<transport>", str(exc), path=path))
