@@ -32,7 +32,7 @@ def rank_sections(result, findings, labels: list[str]) -> dict:
         mine.sort(key=lambda c: (c.equal, c.tensor))
         tables[f"rank {label}"] = [
             {"tensor": c.tensor, "kind": c.kind, "equal": c.equal, "codes_differ": c.n_code_mismatch,
-             "scales_differ": c.n_scale_mismatch, "first_mismatch": (c.first_mismatch or {}).get("describe", "")}
+             "scales_differ": c.n_scale_mismatch, "first_mismatch": c.first_mismatch.describe() if c.first_mismatch else ""}
             for c in mine] + [{"tensor": f.tensor, "kind": f"finding:{f.hazard}", "equal": False,
                                "first_mismatch": f.describe()} for f in findings if f.rank == label]
     return tables

@@ -25,6 +25,7 @@ from refit_verify.refit.exporter import SCALE_SUFFIX, TrainerExporter
 from refit_verify.refit.findings import Finding
 from refit_verify.refit.placement_sharded import expert_range, pp_layer_range
 from refit_verify.refit.run import compare_states
+from refit_verify.refit.run import mismatch_findings as run_mismatch_findings
 from refit_verify.refit.selection import explicit_selection, layer_index, resolve_selection
 from refit_verify.refit.sharded_engine import ShardedReferenceEngine, moe_parallel
 from refit_verify.refit.transport import DEFAULT_ALIGNMENT, InProcessTransport, nbytes_of
@@ -296,16 +297,12 @@ def compare_sharded(a: EngineState, b: EngineState) -> list:
 
 
 def mismatch_findings(comparisons) -> list[Finding]:
-    out = []
-    for c in comparisons:
-        if not c.equal:
-            fm = c.first_mismatch or {}
-            out.append(Finding("bitwise_mismatch", c.tensor, f"{c.n_code_mismatch} codes and {c.n_scale_mismatch} "
-                               "scales differ between FP8-before and FP8-after"
-                               + (f"; {fm.get('describe')}" if fm.get("describe") else ""), rank=c.rank,
-                               block=tuple(fm["block"]) if fm.get("block") is not None else None,
-                               detail={"mismatched_blocks": c.mismatched_blocks}))
+    """The driver's bitwise_mismatch findings, with the rank on the finding itself."""
+    out = run_mismatch_findings(comparisons)
+    for f in out:
+        f.rank = f.detail.get("rank", "")
     return out
+
 
 
 def snapshot(state: EngineState) -> EngineState:
