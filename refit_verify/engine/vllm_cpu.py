@@ -429,3 +429,10 @@ def load_weights_into(model, weights: Iterable, process: bool = False) -> dict:
 
             process_weights_after_loading(model, cfg.model_config, _torch().device("cpu"))
     return {"loaded": set(loaded or ()), "params": named_params(model)}
+
+
+# Public names for other drivers of the same vLLM (engine/vllm_tp.py runs one tensor-parallel rank).
+llama_config = _llama_config
+make_vllm_config = _make_vllm_config
+default_dtype = _default_dtype
+innermost_vllm_frame = _innermost_vllm_frame
