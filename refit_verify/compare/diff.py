@@ -145,7 +145,7 @@ def diff_state_dicts(a: StateDict, b: StateDict, source: Optional[StateDict] = N
         res.reason = (f"{res.metrics['tensors_differing']} tensor(s) differ, {len(issues)} issue(s); "
                       f"first: {res.failures[0].reason}")
     else:
-        res.reason = f"zero drift over {len(rows)} tensors"
+        res.reason = f"{len(rows)} tensors bit-identical"
     return DiffOutcome(res, issues, len(rows))
 
 
