@@ -4,7 +4,7 @@ The trainer side is a TrainerExporter whose FP8 quantization runs either after g
 tensor-parallel shards (one quantization of the whole tensor) or before (each trainer shard
 quantized on its own, codes and scales concatenated), and whose pipeline stages may export
 stage-local layer indices. The engine is ShardedReferenceEngine; the transport loop is the one
-driver's (`refit.run._feed`), the comparison is `compare_states`.
+driver's (`refit.run.feed_engine`), the comparison is `compare_states`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from refit_verify.refit.exporter import SCALE_SUFFIX, TrainerExporter
 from refit_verify.refit.findings import Finding
 from refit_verify.refit.loader import FP8_DTYPES
 from refit_verify.refit.placement_sharded import expert_range, pp_layer_range
-from refit_verify.refit.run import _feed, compare_states
+from refit_verify.refit.run import feed_engine, compare_states
 from refit_verify.refit.selection import explicit_selection, layer_index, resolve_selection
 from refit_verify.refit.sharded_engine import ShardedReferenceEngine, moe_parallel
 from refit_verify.refit.transport import DEFAULT_ALIGNMENT, nbytes_of
@@ -224,7 +224,7 @@ def refit_path(engine: ShardedReferenceEngine, weights, path, before, selection,
             export["payload_bytes"] += summary.payload_bytes
         engine.begin_refit(metadata)
         for ex in exporters:  # one broadcast group per trainer stage, as stage-wise refits send
-            transfer.append(_feed(engine, ex, ex.metadata(), "inprocess", bucket_bytes, DEFAULT_ALIGNMENT))
+            transfer.append(feed_engine(engine, ex, ex.metadata(), "inprocess", bucket_bytes, DEFAULT_ALIGNMENT))
     except TransportError as exc:
         completed = False
         findings.append(Finding("transport", exc.tensor or "<transport>", str(exc), path=path))
