@@ -214,3 +214,17 @@ MUTANTS += [
            "fill instead of torch.ones (vLLM fp8.py)", {f"{E}:RankStore._build_experts": _expert_scales_min_fill},
            "sharded", killers=(f"{ENGINE_TESTS}::test_never_loaded_expert_scale_stays_one",)),
 ]
+
+
+def _rank_drops_scales(original):
+    # a worker that keeps only the FP8 codes of what arrives: its scales stay at the placeholder fill
+    def load(store, name, t, pre, recipe):
+        return [] if name.endswith("_scale_inv") else original(store, name, t, pre, recipe)
+    return load
+
+
+MUTANTS.append(
+    Mutant("process_rank_drops_scales", "an engine worker process that loads the FP8 codes of its shard but "
+           "not their scales (a rank-local loader bug the single-process simulation cannot show)",
+           {"refit_verify.refit.sharded_processes:_load": _rank_drops_scales}, area="sharded",
+           killers=("suites/pr/test_sharded_processes.py::test_two_processes_hold_the_reference_bytes_on_every_rank",)))
