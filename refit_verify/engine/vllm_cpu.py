@@ -174,6 +174,13 @@ def per_block_cast_to_fp8(x, use_ue8m0: bool = False, block_size=(128, 128),
     return fn(x, list(block_size), use_ue8m0=use_ue8m0)
 
 
+def mxfp8_quantize_torch(x):
+    """vLLM's MXFP8 torch path (used off Blackwell/flashinfer) -> (fp8 codes, E8M0 uint8 scales [M, K/32])."""
+    from vllm.model_executor.layers.quantization.utils import mxfp8_utils
+
+    return mxfp8_utils._mxfp8_e4m3_quantize_torch(x, is_sf_swizzled_layout=False)
+
+
 def quant_fp8_group_native(x, group: int = 128, use_ue8m0: bool = False):
     """vLLM's QuantFP8 dynamic per-token-group native path, row-major scales
     -> (fp8 codes like x, float32 scales [..., ceil(K/group)])."""
@@ -422,3 +429,10 @@ def load_weights_into(model, weights: Iterable, process: bool = False) -> dict:
 
             process_weights_after_loading(model, cfg.model_config, _torch().device("cpu"))
     return {"loaded": set(loaded or ()), "params": named_params(model)}
+
+
+# Public names for other drivers of the same vLLM (engine/vllm_tp.py runs one tensor-parallel rank).
+llama_config = _llama_config
+make_vllm_config = _make_vllm_config
+default_dtype = _default_dtype
+innermost_vllm_frame = _innermost_vllm_frame

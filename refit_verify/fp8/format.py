@@ -54,6 +54,24 @@ def pow2_floor_frexp(s: torch.Tensor) -> torch.Tensor:
     return torch.ldexp(torch.ones_like(s), (exponent - 1).to(s.dtype))
 
 
+def mx_e8m0_scale(descale: torch.Tensor) -> torch.Tensor:
+    """MXFP8 shared scale (vLLM torch path): 2**clamp(ceil(log2(amax/448)), -127, 127); NaN stays NaN."""
+    return torch.exp2(torch.clamp(torch.ceil(torch.log2(descale)), -127.0, 127.0))
+
+
+def e8m0_bytes(scale: torch.Tensor) -> torch.Tensor:
+    """float32 powers of two -> E8M0 bytes (biased exponent, 127 = 1.0); NaN -> 0xFF (OCP MX NaN)."""
+    s = scale.float()
+    e = torch.log2(s) + 127.0
+    return torch.where(torch.isnan(e), torch.full_like(e, 255.0), e.clamp(0, 254)).to(torch.uint8)
+
+
+def e8m0_to_scale(b: torch.Tensor) -> torch.Tensor:
+    """E8M0 bytes -> float32 scale (0xFF -> NaN): what `exp2(byte - 127)` gives on the engine side."""
+    f = torch.exp2(b.to(torch.float32) - 127.0)
+    return torch.where(b == 255, torch.full_like(f, float("nan")), f)
+
+
 def codes(t: torch.Tensor) -> torch.Tensor:
     """The raw bytes of an fp8 tensor (uint8 view); the only safe way to compare fp8 values."""
     if t.dtype == torch.uint8:

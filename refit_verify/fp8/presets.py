@@ -60,6 +60,109 @@ TORCHAO = Recipe(
     source="torchao blockwise fp8 weight quantization",
 )
 
+# --- RL frameworks' trainer-side quantizers (docs/RECIPES.md: sources and where each differs) ---
+NEMO_RL_POW2_NAN_TO_NUM = NEMO_RL_POW2.replace(
+    name="nemo_rl_pow2_nan_to_num", nan_policy="zero",
+    source=NEMO_RL.source + ", refit-PR revision with nan_to_num, use_weight_pow2_scale=True",
+)
+VERL_TORCH = Recipe(
+    name="verl_torch",
+    upcast_input=True,
+    padding="zero",
+    scale_form="scale_div",
+    zero_amax_scale_one=True,
+    inf_scale="one",
+    quantize_op="mul_scale",
+    clamp=True,
+    source="verl-project/verl verl/utils/kernel/fp8_kernel.py _scaled_fp8_blockwise_pytorch "
+    "@ad4ab5aa8b106a908f3db8d32a9174768a3a6602 (VERL_DISABLE_TRITON_FP8=1 or no triton)",
+)
+# verl before its fp8_kernel module (release v0.7.0): NeMo-RL's formula without padding (asserts
+# divisibility) and with a contiguous result.
+VERL_VLLM_FP8_UTILS = NEMO_RL.replace(
+    name="verl_vllm_fp8_utils", padding="none", crop_as_view=False,
+    source="verl-project/verl verl/utils/vllm/vllm_fp8_utils.py scaled_fp8_blockwise (release/v0.7.0)",
+)
+SLIME_UPDATE = Recipe(
+    name="slime_update",
+    padding="zero",
+    amax_floor=1e-10,
+    scale_form="descale",
+    quantize_op="mul_reciprocal",
+    clamp=True,
+    source="THUDM/slime blockwise_cast_to_fp8_triton (weight update; eps=1e-10, x_s = amax/448, "
+    "clamp(x * (1/x_s))) as carried by verl/utils/kernel/fp8_kernel.py @ad4ab5aa and "
+    "inclusionAI/AReaL areal/utils/fp8_kernels.py @7702392ff03f6f51082d164109dde1ad248d1d57",
+)
+SLIME_CONVERT = Recipe(
+    name="slime_convert",
+    padding="zero",
+    amax_floor=None,
+    scale_form="descale",
+    quantize_op="div",
+    clamp=True,
+    source="THUDM/slime tools/convert_hf_to_fp8.py block_fp8 @193a2e1369babbafacb0fdabfdafd8a95f3cc70c",
+)
+AREAL = SLIME_UPDATE.replace(
+    name="areal", scale_dtype="bfloat16",
+    source="inclusionAI/AReaL areal/utils/fp8_utils.py _quantize_param (scale.to(scale_dtype), default "
+    "bfloat16) over areal/utils/fp8_kernels.py @7702392ff03f6f51082d164109dde1ad248d1d57",
+)
+TORCHAO_FLOAT8TENSOR = Recipe(
+    name="torchao_float8tensor",
+    padding="none",
+    amax_floor=None,
+    scale_form="descale",
+    scale_compute_dtype="input",
+    quantize_op="div",
+    clamp=True,
+    source="pytorch/ao torchao/quantization/quantize_/workflows/float8/float8_tensor.py Float8Tensor.from_hp "
+    "torch path @0073d60f84ac6395fc6a9fb27d5c64b6372eebbf + quant_primitives choose/quantize_affine_float8",
+)
+COMPRESSED_TENSORS = Recipe(
+    name="compressed_tensors",
+    padding="none",
+    amax_floor=None,
+    scale_form="descale",
+    scale_compute_dtype="input",
+    scale_min=2.0**-23,  # torch.finfo(float32).eps
+    quantize_op="div",
+    quantize_dtype="input",
+    add_zero_point=True,
+    clamp=True,
+    source="neuralmagic/compressed-tensors quantization/utils/helpers.py calculate_qparams "
+    "@024cea3eda5f7e92c8428dc6b5405fc0107f07f0 + lifecycle/forward.py _quantize (block strategy, "
+    "symmetric FP8 as llm-compressor writes it and vLLM loads weight_scale into float32)",
+)
+
+# MXFP8 weights: 1x32 groups along K, E8M0 scales (the uint8 byte is the biased exponent; the
+# reference returns the float32 power of two, fmt.e8m0_bytes gives the bytes).
+MXFP8_VLLM = Recipe(
+    name="mxfp8_vllm",
+    block=(1, 32),
+    padding="none",
+    amax_floor=2.0**-126,  # torch.finfo(float32).tiny
+    scale_form="descale",
+    pow2="mx_e8m0",
+    quantize_op="div",
+    clamp=False,
+    source="vLLM 0.33 model_executor/layers/quantization/utils/mxfp8_utils.py _mxfp8_e4m3_quantize_torch "
+    "(the path off Blackwell/flashinfer): K % 32 == 0, amax.clamp(min=tiny), ceil(log2(amax/448)) + 127 "
+    "clamped to [0, 254] as uint8, x / exp2(byte - 127), no clamp",
+)
+
+# Implementations that are exactly an existing preset: the name resolves to that recipe (the facts are
+# pinned in suites/pr/test_recipes_sources.py).
+ALIASES: dict[str, tuple[str, str]] = {
+    "sglang_ue8m0": ("vllm_per_block_ue8m0", "sgl-project/sglang python/sglang/srt/layers/quantization/"
+                     "fp8_utils.py quant_weight_ue8m0 -> per_block_cast_to_fp8(use_ue8m0=True), float "
+                     "ceil_to_ue8m0 ('COPIED FROM DeepGEMM')"),
+    "sglang_per_block": ("vllm_per_block", "sgl-project/sglang fp8_utils.py per_block_cast_to_fp8 "
+                         "(use_ue8m0=False)"),
+    "verl_triton": ("slime_update", "verl-project/verl verl/utils/kernel/fp8_kernel.py "
+                    "_blockwise_cast_to_fp8_kernel @ad4ab5aa (eps=1e-10)"),
+}
+
 VLLM_ACT_GROUP = Recipe(
     name="vllm_act_group",
     block=(1, 128),
@@ -100,6 +203,15 @@ PRESETS: dict[str, Recipe] = {
         TRANSFORMER_ENGINE,
         TRANSFORMER_ENGINE_POW2,
         TORCHAO,
+        NEMO_RL_POW2_NAN_TO_NUM,
+        VERL_TORCH,
+        VERL_VLLM_FP8_UTILS,
+        SLIME_UPDATE,
+        SLIME_CONVERT,
+        AREAL,
+        TORCHAO_FLOAT8TENSOR,
+        COMPRESSED_TENSORS,
+        MXFP8_VLLM,
         VLLM_ACT_GROUP,
         VLLM_ACT_GROUP_UE8M0,
         VLLM_ACT_GROUP_NATIVE,
@@ -108,16 +220,30 @@ PRESETS: dict[str, Recipe] = {
 }
 WEIGHT_PRESETS = [n for n, r in PRESETS.items() if r.block == (128, 128)]
 ACTIVATION_PRESETS = [n for n, r in PRESETS.items() if r.block == (1, 128)]
+MX_PRESETS = [n for n, r in PRESETS.items() if r.block == (1, 32)]
 
 
 def get_recipe(name_or_recipe) -> Recipe:
+    """A Recipe, a preset name (or alias), a recipe TOML file, or `PRESET:field=value,...`."""
     if isinstance(name_or_recipe, Recipe):
         return name_or_recipe
+    if isinstance(name_or_recipe, str) and (":" in name_or_recipe or name_or_recipe.endswith(".toml")
+                                            or "/" in name_or_recipe):
+        from refit_verify.fp8.recipe_io import resolve_recipe_spec
+
+        return resolve_recipe_spec(name_or_recipe, _named)
+    return _named(name_or_recipe)
+
+
+def _named(name) -> Recipe:
+    if name in ALIASES:
+        return PRESETS[ALIASES[name][0]]
     try:
-        return PRESETS[name_or_recipe]
-    except KeyError:
+        return PRESETS[name]
+    except (KeyError, TypeError):
         from refit_verify.errors import BadInputError
 
         raise BadInputError(
-            f"unknown recipe {name_or_recipe!r}; presets: {', '.join(sorted(PRESETS))}"
+            f"unknown recipe {name!r}; presets: {', '.join(sorted(PRESETS))}; also: {', '.join(sorted(ALIASES))}, "
+            f"a recipe .toml file, or PRESET:field=value,..."
         ) from None

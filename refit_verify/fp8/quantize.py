@@ -67,14 +67,16 @@ def _pad(x: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, pn - n, 0, pm - m), mode="constant", value=float(x[-1, -1]))
 
 
-def scales_for_amax(amax: torch.Tensor, r: Recipe, in_dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+def scales_for_amax(amax: torch.Tensor, r: Recipe, in_dtype=torch.float32,
+                    descale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(multiplier-or-divisor used on elements, stored scale_inv), both float32 [Mb, Nb, 1, 1].
 
     Python-scalar / tensor is evaluated by torch as tensor.reciprocal() * scalar (two roundings);
     the real implementations write `448.0 / amax` and `1.0 / sf`, so the same expressions are kept.
+    `descale`, when given, is amax / MAX already evaluated in the input dtype (scale_compute_dtype).
     """
     if r.scale_form == "descale":
-        sf = amax / fmt.E4M3_MAX
+        sf = amax / fmt.E4M3_MAX if descale is None else descale
         # vLLM's native activation path floors the scale before UE8M0 rounding: its golden
         # zero group stores 2**-17 = ceil_pow2(1/(448*512)), not the floor itself.
         if r.scale_min is not None:
@@ -89,6 +91,8 @@ def scales_for_amax(amax: torch.Tensor, r: Recipe, in_dtype=torch.float32) -> tu
             sf = torch.reciprocal(fmt.ue8m0_nemo_scale(sf))
         elif r.pow2 == "te_frexp":
             sf = torch.reciprocal(fmt.pow2_floor_frexp(fmt.E4M3_MAX / amax))
+        elif r.pow2 == "mx_e8m0":
+            sf = fmt.mx_e8m0_scale(sf)
         if r.quantize_op == "mul_reciprocal":
             return 1.0 / sf, sf
         if r.quantize_op == "div":
@@ -130,21 +134,38 @@ def _quantize_blocks(x: torch.Tensor, r: Recipe):
     tiles = padded.reshape(pm // bm, bm, pn // bn, bn).permute(0, 2, 1, 3)  # [Mb, Nb, bm, bn]
     if r.nan_policy == "zero":
         tiles = torch.nan_to_num(tiles.float(), nan=0.0, posinf=fmt.E4M3_MAX, neginf=-fmt.E4M3_MAX)
-    amax = tiles.abs().float().amax(dim=(2, 3), keepdim=True)
-    if r.amax_floor is not None:
-        amax = amax.clamp(min=r.amax_floor)
-    factor, scale_inv = scales_for_amax(amax, r, x.dtype)
+    amax, descale = _amax(tiles, r)
+    factor, scale_inv = scales_for_amax(amax, r, x.dtype, descale)
     if r.quantize_op == "div":
         y = tiles / factor
     else:
         y = tiles * factor
+    if r.quantize_dtype == "input":  # torch computes a bf16 op in float32 and rounds once to bf16
+        y = y.to(x.dtype)
+    if r.add_zero_point:
+        y = y + torch.zeros((), dtype=y.dtype)
     if r.clamp:
         y = torch.clamp(y, min=-fmt.E4M3_MAX, max=fmt.E4M3_MAX)
     q = y.to(torch.float8_e4m3fn)
     q = q.permute(0, 2, 1, 3).reshape(pm, pn)[:m, :n]
     if not r.crop_as_view:
         q = q.contiguous()
+    if r.scale_dtype == "bfloat16":
+        scale_inv = scale_inv.to(torch.bfloat16).float()
     return q, scale_inv.reshape(pm // bm, pn // bn)
+
+
+def _amax(tiles: torch.Tensor, r: Recipe):
+    """(float32 block amax after the floor, descale in the input dtype or None)."""
+    if r.scale_compute_dtype == "input":
+        a = tiles.abs().amax(dim=(2, 3), keepdim=True)
+        if r.amax_floor is not None:
+            a = a.clamp(min=r.amax_floor)
+        return a.float(), (a / fmt.E4M3_MAX).float()
+    amax = tiles.abs().float().amax(dim=(2, 3), keepdim=True)
+    if r.amax_floor is not None:
+        amax = amax.clamp(min=r.amax_floor)
+    return amax, None
 
 
 def quantize(w: torch.Tensor, recipe="vllm_per_block", name: str | None = None) -> QuantizedTensor:

@@ -4,8 +4,9 @@ Two implementations then differ exactly where their Recipe objects differ (``rec
 The fields are applied in this order by ``quantize``:
 
   upcast -> nan policy -> pad -> tile -> (nan_to_num) -> amax -> amax_floor
-  -> scale (scale_form, with zero/inf fix-ups) -> scale_min -> pow2
-  -> elementwise quantize (quantize_op) -> clamp -> cast -> untile -> crop (contiguous or view)
+  -> scale (scale_form in scale_compute_dtype, with zero/inf fix-ups) -> scale_min -> pow2
+  -> elementwise quantize (quantize_op, rounded to quantize_dtype) -> (+ zero point) -> clamp -> cast
+  -> untile -> crop (contiguous or view); scale_inv stored in scale_dtype
 """
 
 from __future__ import annotations
@@ -21,11 +22,17 @@ Padding = Literal["zero", "edge", "none"]
 ScaleForm = Literal["descale", "scale", "scale_f64", "scale_div"]
 # float_ceil: torch.pow(2.0, ceil(log2 s)) (vLLM weights); float_ceil_exp2: torch.exp2(ceil(log2 s)) (vLLM's
 # native activation path). Equal on every finite scale; they differ in the sign bit of a NaN scale.
-Pow2 = Literal["none", "float_ceil", "float_ceil_exp2", "bits_ceil", "nemo_e8m0", "te_frexp"]
+# mx_e8m0: MXFP8's E8M0 rule as vLLM's torch path writes it: exp2(clamp(ceil(log2(amax/448)), -127, 127)),
+# the biased exponent clamp(.., 0, 254) being the stored uint8 byte.
+Pow2 = Literal["none", "float_ceil", "float_ceil_exp2", "bits_ceil", "nemo_e8m0", "te_frexp", "mx_e8m0"]
 QuantizeOp = Literal["mul_reciprocal", "div", "mul_scale"]
 NanPolicy = Literal["propagate", "zero", "raise"]
 # fmax: FLT_MAX where s == inf; fmax_input: finfo(input dtype).max there (TransformerEngine's x_dtype).
 InfScale = Literal["propagate", "one", "fmax", "fmax_input"]
+# "input": evaluated in the input's dtype (a bf16 weight gives a bf16-rounded result), as torch does
+# when the implementation never upcasts (torchao Float8Tensor, compressed-tensors).
+ComputeDtype = Literal["float32", "input"]
+ScaleDtype = Literal["float32", "bfloat16"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,15 @@ class Recipe:
     # True: return the cropped slice of the padded result, as the implementation does
     # (non-contiguous when the last dim was padded).
     crop_as_view: bool = False
+    # Descale form only: amax / MAX evaluated in the input dtype, then widened to float32.
+    scale_compute_dtype: ComputeDtype = "float32"
+    # x * factor (or x / sf) rounded to the input dtype before the fp8 cast (a second rounding).
+    quantize_dtype: ComputeDtype = "float32"
+    # compressed-tensors adds its symmetric zero point (0) to the scaled value: -0.0 becomes +0.0.
+    add_zero_point: bool = False
+    # The dtype scale_inv is sent in (AReaL sends bfloat16): values are rounded to it; the container
+    # the harness returns stays float32, as the engine's float32 parameter holds them.
+    scale_dtype: ScaleDtype = "float32"
     source: str = ""
 
     def __post_init__(self):
@@ -58,6 +74,11 @@ class Recipe:
             from refit_verify.errors import BadInputError
 
             raise BadInputError(f"block sizes must be positive integers, got {self.block}")
+        if self.scale_compute_dtype == "input" and self.scale_form != "descale":
+            from refit_verify.errors import BadInputError
+
+            raise BadInputError(f"recipe {self.name!r}: scale_compute_dtype 'input' is defined for the "
+                                f"descale form only, not scale_form {self.scale_form!r}")
 
     def replace(self, **changes) -> "Recipe":
         return dataclasses.replace(self, **changes)

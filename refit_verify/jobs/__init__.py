@@ -15,6 +15,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from refit_verify.layout import SINGLE, Layout
 from refit_verify.results import VERDICTS, Failure, Figure, JobResult  # noqa: F401 (re-exported)
 
 # Modules imported to populate the registry. Add yours here (or call register_job from anywhere
@@ -24,6 +25,7 @@ JOB_MODULES = [
     "refit_verify.jobs.refit",  # the refit pipeline and its hazards
     "refit_verify.jobs.model",  # logits differential
     "refit_verify.jobs.vllm",  # real-vLLM jobs (need vllm; vllm itself is imported lazily)
+    "refit_verify.jobs.sharded",  # sharded (tp/ep/pp) reference engine: per-rank refit, ledger, audits
 ]
 
 
@@ -38,12 +40,15 @@ class JobContext:
     options: dict = field(default_factory=dict)  # free-form (--set key=value), e.g. trainer_recipe
     progress: Callable[[str], None] = lambda msg: None  # per-step message, shown on stderr
     cli_prefix: str = "refit-verify"
+    layout: Layout = SINGLE  # engine parallel layout (--tp/--ep/--pp); jobs that are single-rank ignore it
 
     def repro_run(self, job: str) -> str:
         parts = [self.cli_prefix, "run", "--job", job, "--seed", str(self.seed), "--device", self.device]
         parts += ["--model", self.model_path] if self.model_path else ["--config", self.config]
         if self.layers is not None:
             parts += ["--layers", str(self.layers)]
+        for dim, size in self.layout.to_dict().items():
+            parts += [f"--{dim}", str(size)] if size != 1 else []
         for k, v in sorted(self.options.items()):
             parts += ["--set", f"{k}={v}"]
         import shlex

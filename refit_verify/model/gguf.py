@@ -116,7 +116,7 @@ def load_gguf(path: str | Path, name: str | None = None,
     return cfg, out
 
 
-def _dequantized_cache_file(p: Path) -> Path:
+def dequantized_cache_file(p: Path) -> Path:
     """Keyed by the GGUF's path, size and mtime: a changed file is dequantized again."""
     import hashlib
 
@@ -148,7 +148,7 @@ def load_gguf_cached(path: str | Path, name: str | None = None,
     p = Path(path)
     if not p.exists():
         raise BadInputError("GGUF file not found", str(p))
-    f = _dequantized_cache_file(p)
+    f = dequantized_cache_file(p)
     key = (str(f), name)
     if key not in _MEMO:
         if f.exists():

@@ -77,10 +77,10 @@ def load_tokenizer(gguf_path: str | Path) -> ChatTokenizer:
     """The file's tokenizer; built once per file and cached as tokenizers' JSON beside the weights."""
     from tokenizers import Tokenizer
 
-    from refit_verify.model.gguf import _dequantized_cache_file
+    from refit_verify.model.gguf import dequantized_cache_file
 
     p = Path(gguf_path)
-    f = _dequantized_cache_file(p).with_suffix("").with_suffix(".tokenizer.json")
+    f = dequantized_cache_file(p).with_suffix("").with_suffix(".tokenizer.json")
     side = f.with_suffix(".chat.json")
     if not (f.exists() and side.exists()):
         meta = _read_meta(p)

@@ -33,7 +33,7 @@ def free_loopback_port() -> int:
 
 
 @contextlib.contextmanager
-def _loopback_env():
+def loopback_env():
     # Keep gloo/NCCL off every non-loopback interface, whatever the hostname resolves to.
     keys = ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")
     saved = {k: os.environ.get(k) for k in keys}
@@ -57,7 +57,7 @@ def _run_rank(rank: int, world: int, port: int, backend: str, job: dict, timeout
     device = torch.device(f"cuda:{rank}") if backend == "nccl" else torch.device("cpu")
     if backend == "nccl":
         torch.cuda.set_device(device)
-    with _loopback_env():
+    with loopback_env():
         dist.init_process_group(backend, init_method=f"tcp://{LOOPBACK}:{port}", rank=rank, world_size=world,
                                 timeout=timedelta(seconds=timeout_s))
     try:

@@ -32,6 +32,11 @@ HAZARDS = {
     # the real engine (refit_verify.engine.vllm_refit): vLLM 0.33 block FP8 has no online quantization
     "engine_no_online_quant": "the engine value-cast BF16 into an FP8 parameter without quantizing it and kept "
                               "the old scale: FP8-after needs a quantizing loader",
+    # sharded engines (refit.sharded_engine): the write ledger, name collisions, refit invariants
+    "written_twice": "an engine parameter (or shard, or expert) was written more than once in one refit",
+    "name_collision": "the same source name arrived twice in one refit (e.g. stage-local layer indices)",
+    "not_idempotent": "refit A -> B -> A left different bytes than refit A",
+    "storage_replaced": "a refit replaced a parameter's storage (data_ptr changed; CUDA graphs keep the old one)",
 }
 
 
@@ -46,13 +51,14 @@ class Finding:
     block: Optional[tuple[int, int]] = None
     rows: Optional[list[tuple[int, int]]] = None  # inclusive row ranges
     detail: dict = field(default_factory=dict)
+    rank: str = ""  # Rank.label of the engine rank it happened on ("" for a single-rank engine)
 
     def __post_init__(self):
         if self.hazard not in HAZARDS:
             raise ValueError(f"unknown hazard kind {self.hazard!r}")
 
     def describe(self) -> str:
-        where = self.tensor
+        where = self.tensor + (f" @{self.rank}" if self.rank else "")
         if self.shard is not None:
             where += f" [shard {self.shard!r}]"
         if self.block is not None:

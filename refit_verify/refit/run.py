@@ -199,7 +199,7 @@ def _run_path(path, cfg, weights, before, engine: Engine, selection, bucket_byte
         metadata = exporter.metadata()
         engine.begin_refit(metadata)
         items = _tap(exporter, sent) if keep_sent else exporter
-        transfer_stats = _feed(engine, items, metadata, transport, bucket_bytes, alignment)
+        transfer_stats = feed_engine(engine, items, metadata, transport, bucket_bytes, alignment)
     except TransportError as exc:
         completed = False
         transfer_stats = getattr(exc, "stats", None) or transfer_stats
@@ -217,7 +217,7 @@ def _run_path(path, cfg, weights, before, engine: Engine, selection, bucket_byte
     return pr, sent
 
 
-def _feed(engine: Engine, items, metadata, transport, bucket_bytes, alignment) -> dict:
+def feed_engine(engine: Engine, items, metadata, transport, bucket_bytes, alignment) -> dict:
     """Move the exported tensors over `transport` into `engine.receive`, batch by batch; returns transfer stats."""
     if transport == "inprocess":
         tr = InProcessTransport(bucket_bytes, alignment)

@@ -16,7 +16,7 @@ FLOORS = (
     ("report",),
     ("compare",),
     ("model",),
-    ("check", "refit"),
+    ("check", "refit", "fit"),
     ("engine", "live"),
     ("bench",),  # times the kernels, the live digest and NCCL refits
     ("selftest",),

@@ -98,3 +98,103 @@ def nemo_rl(x, bm=128, bn=128):
                 y = min(max(f32(v * s), -MAX), MAX)
                 codes[r, c] = e4m3_code(y)
     return codes, scales
+
+
+def bf16(x: float) -> float:
+    """Round a float32 value to bfloat16, nearest-even on the dropped 16 bits."""
+    if math.isnan(x) or math.isinf(x):
+        return x
+    bits = struct.unpack("I", struct.pack("f", f32(x)))[0]
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return struct.unpack("f", struct.pack("I", bits))[0]
+
+
+def _nan_to_num(v):
+    if math.isnan(v):
+        return 0.0
+    return math.copysign(MAX, v) if math.isinf(v) else v
+
+
+def _block_amax(values):
+    if any(math.isnan(v) for v in values):
+        return math.nan
+    return max(abs(v) for v in values)
+
+
+def _descale(a, r, in_bf16):
+    if r.amax_floor is not None:
+        a = max(a, f32(r.amax_floor)) if not math.isnan(a) else a
+    sf = f32(a / MAX)
+    if r.scale_compute_dtype == "input" and in_bf16:
+        sf = bf16(sf)
+    if r.scale_min is not None and not math.isnan(sf):
+        sf = max(sf, r.scale_min)
+    if r.pow2 == "float_ceil":
+        sf = 2.0 ** math.ceil(math.log2(sf))
+    return sf
+
+
+def _multiplier(a, r):
+    """Scale forms: s from the amax, fix-ups in the recipe's order."""
+    if r.pow2 == "nemo_e8m0":
+        if a == math.inf:
+            e = 254
+        else:
+            e = min(max(math.ceil(math.log2(f32(a / MAX))), -127), 127) + 127 if a > 0 else 0
+        return 1.0 if e == 0 else 2.0 ** (127 - e)
+    if r.scale_form == "scale_div":
+        s = f32(MAX / a) if a != 0 else math.inf
+    else:
+        s = rdiv(MAX, a)
+    if r.zero_amax_scale_one and a == 0:
+        s = 1.0
+    if r.inf_scale == "one" and a == math.inf:
+        s = 1.0
+    return s
+
+
+def _element(v, factor, r, in_bf16):
+    if r.scale_form != "descale" or r.quantize_op == "mul_scale":
+        y = f32(v * factor)
+    elif r.quantize_op == "div":
+        y = f32(v / factor) if factor != 0 else (math.nan if v == 0 or math.isnan(v) else math.copysign(math.inf, v))
+    else:
+        y = f32(v * rdiv(1.0, factor))
+    if r.quantize_dtype == "input" and in_bf16:
+        y = bf16(y)
+    if r.add_zero_point and not math.isnan(y):
+        y = y + 0.0
+    if r.clamp and not math.isnan(y):
+        y = min(max(y, -MAX), MAX)
+    return e4m3_code(y)
+
+
+def by_recipe(x, r, in_bf16=True):
+    """Any 128x128 weight recipe used by the RL-framework presets, element by element.
+
+    `x` holds values already representable in the input dtype (bfloat16 when in_bf16).
+    Covers: zero/none/edge padding, amax floor, descale (with input-dtype rounding, scale_min,
+    float UE8M0), scale / scale_div / nemo_e8m0 forms with their fix-ups, nan_to_num, the three
+    quantize ops, input-dtype rounding of x*s, the zero-point add, clamp, bf16 scale storage.
+    """
+    m, n = len(x), len(x[0])
+    bm, bn = r.block
+    if r.padding == "none" and (m % bm or n % bn):
+        raise ValueError("shape is not a multiple of the block")
+    pad = x[-1][-1] if r.padding == "edge" and (m % bm or n % bn) else 0.0
+    codes, scales = {}, {}
+    for bi, bj, items in blocks(x, bm, bn, pad):
+        if r.nan_policy == "zero":
+            items = [(rr, cc, _nan_to_num(v), ins) for rr, cc, v, ins in items]
+        a = _block_amax([v for _, _, v, _ in items])
+        if r.scale_form == "descale":
+            factor = _descale(a, r, in_bf16)
+            scale_inv = factor
+        else:
+            factor = _multiplier(a, r)
+            scale_inv = f32(1.0 / factor) if factor != 0 else math.inf
+        scales[bi, bj] = bf16(scale_inv) if r.scale_dtype == "bfloat16" else scale_inv
+        for rr, cc, v, inside in items:
+            if inside:
+                codes[rr, cc] = _element(v, factor, r, in_bf16)
+    return codes, scales
