@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", metavar="DIR", help="also write a report here")
     c.add_argument("--list-cases", action="store_true", help="list the case names and exit")
     c.add_argument("--quiet", "-q", action="store_true")
+    c.add_argument("--verbose", "-v", dest="show_output", action="store_true",
+                   help="show everything your quantizer printed (default: the first 20 lines, after the verdict)")
 
     d = sub.add_parser("diff", help="drift report between two FP8 state dicts",
                        description="Compare two FP8 state dicts (safetensors file or folder with *.weight fp8 + "
@@ -226,7 +228,7 @@ def cmd_check(args) -> int:
             _err(f"unknown case(s) {', '.join(unknown)}; see `{PROG} check --list-cases`")
             return 2
         cases = [c for c in cases if c.name in args.case]
-    from refit_verify.check import check_quantizer
+    from refit_verify.check import check_quantizer, print_check_result
     from refit_verify.fp8 import get_recipe
     from refit_verify.usercode import load_callable
 
@@ -239,20 +241,9 @@ def cmd_check(args) -> int:
     fixed = shlex.join(base + ["--against", recipe.name, "--case"]).replace("{", "{{").replace("}", "}}")
     repro = fixed + " {case} --seed " + str(args.seed)
     result = check_quantizer(fn, recipe, cases, seed=args.seed, repro=repro)
-    fails = result.failures()
     if args.out:
         _write_check_report(args, result)
-    if not fails:
-        print(f"PASS: {len(result.cases)}/{len(result.cases)} cases bit-identical to {recipe.name}")
-        return 0
-    first = fails[0]
-    print(f"FAIL: {len(fails)}/{len(result.cases)} cases differ from {recipe.name}")
-    print(f"first mismatch: case {first.case} (seed {first.seed}): {first.reason}")
-    print(f"reproduce: {first.repro}")
-    if not args.quiet:
-        for f in fails[1:]:
-            print(f"  {f.verdict:5s} {f.case}: {f.reason[:160]}")
-    return 1
+    return print_check_result(result, args.quiet, args.show_output)
 
 
 def _check_exporter(args) -> int:
@@ -300,17 +291,11 @@ def _check_exporter(args) -> int:
 
 
 def _write_check_report(args, result) -> None:
-    from refit_verify.results import JobResult
+    from refit_verify.check import check_job
     from refit_verify.report import env
     from refit_verify.report.document import Report, ReportWriter
 
-    job = JobResult("check")
-    for c in result.cases:
-        if c.verdict != "pass":
-            job.fail(c.case, c.reason, c.repro)
-        if "sqnr_db" in c.metrics and c.case.startswith("randn_"):
-            job.figure("sqnr_db", c.metrics["sqnr_db"], c.case)
-    job.tables["cases"] = [{k: v for k, v in c.to_dict().items() if k != "first_mismatch"} for c in result.cases]
+    job = check_job(result)
     run_id, _ = _default_out()
     rep = Report("check", run_id, args.command_line, options={"quantizer": args.quantizer, "against": result.reference},
                  seeds={"base": args.seed}, environment=env.collect("cpu"), jobs=[job], planned_jobs=["check"])

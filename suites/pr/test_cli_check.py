@@ -134,3 +134,30 @@ def test_sys_exit_at_import_is_a_load_error(tmp_path, capsys):
     p.write_text("import sys\nsys.exit(0)\n")
     assert main(["check", "--quantizer", f"{p}:f"]) == 2
     assert "SystemExit(0)" in capsys.readouterr().err
+
+
+PRINTING = textwrap.dedent('''
+    from refit_verify.fp8 import quantize
+
+    def chatty(w):
+        print("chatty: quantizing", tuple(w.shape))
+        q = quantize(w, "nemo_rl")
+        return q.data, q.scale_inv
+
+    def asserts(w):
+        assert w.dim() == 3
+''')
+
+
+def test_messages_count_apart_label_sides_and_print_user_output_after_verdict(tmp_path, capsys):
+    p = tmp_path / "printing.py"
+    p.write_text(PRINTING)
+    assert main(["check", "--quantizer", f"{p}:chatty", *FAST]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL: 0 cases raised, ")
+    assert "reference=" in out and "yours=" in out
+    assert out.index("chatty: quantizing") > out.index("reproduce:")
+    assert main(["check", "--quantizer", f"{p}:asserts", *FAST]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL: 3 cases raised, 0 differ (of 3)")
+    assert f"AssertionError at {p}:" in out and "assert w.dim() == 3" in out
