@@ -111,7 +111,8 @@ def check_case(impl: QuantizerFn, recipe, case: Case, repro: str = "", run=run_u
         if isinstance(ref, RecipeFailure) and not isinstance(out, UserExit):
             return CaseResult(verdict="pass", reason=f"both refuse the input: reference {ref.cause!r}, "
                               f"yours {type(out).__name__}: {out}", **base)
-        return CaseResult(verdict="error", reason=f"quantizer raised {describe_user_exception(out)}", **base)
+        verb = "failed:" if isinstance(out, UserExit) and getattr(out, "description", None) else "raised"
+        return CaseResult(verdict="error", reason=f"quantizer {verb} {describe_user_exception(out)}", **base)
     try:
         data, scale = as_pair(out, case.name)
     except UserOutputError as exc:
@@ -159,12 +160,19 @@ def describe_mismatch(mm, ref, data, scale) -> str:
     return where + f"; scale_inv reference={mm.a_scale!r} yours={mm.b_scale!r}"
 
 
+def iter_check(impl: QuantizerFn, reference_recipe, cases: list[Case], repro: str = "", run=run_user):
+    """One CaseResult per case, as each finishes (an interrupted check keeps the finished ones)."""
+    r = get_recipe(reference_recipe)
+    for c in cases:
+        yield check_case(impl, r, c, repro, run)
+
+
 def check_quantizer(impl: QuantizerFn, reference_recipe="vllm_per_block", cases: Optional[list[Case]] = None,
                     seed: int = 0, repro: str = "", run=run_user) -> CheckResult:
     """Run `impl(w) -> (fp8_data, scale_inv)` on every case; bitwise verdict against the recipe."""
     cases = default_cases(seed) if cases is None else cases
     r = get_recipe(reference_recipe)
-    return CheckResult(reference=r.name, cases=[check_case(impl, r, c, repro, run) for c in cases])
+    return CheckResult(reference=r.name, cases=list(iter_check(impl, r, cases, repro, run)))
 
 
 def print_check_result(result: CheckResult, quiet: bool = False, show_output: bool = False, out=None) -> int:
@@ -216,3 +224,60 @@ def check_job(result: CheckResult) -> JobResult:
                    "cases_differ": result.count("fail")}
     job.tables["cases"] = [{k: v for k, v in c.to_dict().items() if k != "first_mismatch"} for c in result.cases]
     return job
+
+
+def run_check(spec: str, kwargs_json, recipe, cases: list[Case], seed: int, timeout_s: float, in_process: bool,
+              out: Optional[str] = None, command: str = "") -> CheckResult:
+    """`refit-verify check`: the user's SPEC on each case, isolated in a child process unless in_process.
+
+    A report (with --out) is written in every outcome: complete, or marked incomplete with the finished
+    cases when interrupted (^C, SIGTERM) or when the harness itself fails."""
+    import shlex
+
+    from refit_verify.usercode import load_callable
+    from refit_verify.userworker import DEFAULT_TIMEOUT_S, IsolatedQuantizer
+
+    base = ["refit-verify", "check", "--quantizer", spec] + (["--kwargs", kwargs_json] if kwargs_json else [])
+    base += ["--timeout", f"{timeout_s:g}"] if timeout_s != DEFAULT_TIMEOUT_S else []
+    base += ["--in-process"] if in_process else []
+    # iter_check fills {case} with str.format: braces of the user's JSON must be escaped
+    fixed = shlex.join(base + ["--against", recipe.name, "--case"]).replace("{", "{{").replace("}", "}}")
+    repro = fixed + " {case} --seed " + str(seed)
+    if in_process:
+        impl, run = load_callable(spec, kwargs_json), run_user
+    else:
+        impl = run = IsolatedQuantizer(spec, kwargs_json, timeout_s)
+    result = CheckResult(reference=recipe.name, cases=[])
+    status, why = "incomplete", None
+    try:
+        if not in_process:
+            run.start()  # a module that can't load is one usage error (exit 2), not an error per case
+        for case_result in iter_check(impl, recipe, cases, repro, run):
+            result.cases.append(case_result)
+        status = "complete"
+    except BaseException as exc:
+        why = f"{type(exc).__name__}: {exc} (after {len(result.cases)}/{len(cases)} cases)".replace(": (", " (")
+        raise
+    finally:
+        if not in_process:
+            run.close()
+        if out:
+            _write_report(out, result, spec, seed, command, status, why, [c.name for c in cases])
+    return result
+
+
+def _write_report(out, result, spec, seed, command, status, why, planned) -> None:
+    import datetime as dt
+    import os
+
+    from refit_verify.report import env
+    from refit_verify.report.document import Report, ReportWriter
+
+    job = check_job(result)
+    if status != "complete":  # cases never run must not read as a pass
+        job.verdict, job.reason = "error", f"{status}: {why}"
+    run_id = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    rep = Report("check", run_id, command, options={"quantizer": spec, "against": result.reference,
+                 "cases": planned}, seeds={"base": seed}, environment=env.collect("cpu"), jobs=[job],
+                 planned_jobs=["check"])
+    ReportWriter(out, rep).finish(status, why)

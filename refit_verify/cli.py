@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", metavar="DIR", help="also write a report here")
     c.add_argument("--list-cases", action="store_true", help="list the case names and exit")
     c.add_argument("--quiet", "-q", action="store_true")
+    c.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                   help="time limit per case in seconds (default 60); a case past it is an error")
+    c.add_argument("--in-process", action="store_true",
+                   help="call the quantizer in this process (for a debugger); by default it runs in a child "
+                        "process, so os._exit, a crash or a hang is that case's error")
     c.add_argument("--verbose", "-v", dest="show_output", action="store_true",
                    help="show everything your quantizer printed (default: the first 20 lines, after the verdict)")
 
@@ -97,13 +102,14 @@ def main(argv=None) -> int:
 
     args.command_line = command_line(full)
     try:
-        return COMMANDS[args.command](args)
+        with _sigterm_raises():
+            return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
     except BaseException as exc:
         from refit_verify.errors import RefitVerifyError
-        from refit_verify.jobs.runner import Terminated
+        from refit_verify.errors import Terminated
 
         if isinstance(exc, Terminated):
             _err("terminated")
@@ -118,6 +124,32 @@ def main(argv=None) -> int:
             traceback.print_exc()
         _err(str(exc))
         return 2
+
+
+class _sigterm_raises:
+    """SIGTERM raises Terminated from the first instruction of a command on, so every command that writes a
+    report can mark it incomplete; the previous handler is restored (main() may run inside a test)."""
+
+    def __enter__(self):
+        import signal
+
+        from refit_verify.errors import Terminated
+
+        def raise_terminated(signum, frame):
+            raise Terminated()
+
+        try:
+            self.previous = signal.signal(signal.SIGTERM, raise_terminated)
+        except ValueError:  # not the main thread
+            self.previous = None
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
 
 
 def _delegate(name: str, rest: list[str]) -> int:
@@ -228,21 +260,14 @@ def cmd_check(args) -> int:
             _err(f"unknown case(s) {', '.join(unknown)}; see `{PROG} check --list-cases`")
             return 2
         cases = [c for c in cases if c.name in args.case]
-    from refit_verify.check import check_quantizer, print_check_result
+    from refit_verify.check import print_check_result, run_check
     from refit_verify.fp8 import get_recipe
-    from refit_verify.usercode import load_callable
-
     recipe = get_recipe(args.against)  # unknown recipe -> BadInputError -> exit 2 with the preset list
-    fn = load_callable(args.quantizer, args.kwargs)
-    import shlex
-
-    base = [PROG, "check", "--quantizer", args.quantizer] + (["--kwargs", args.kwargs] if args.kwargs else [])
-    # check_quantizer fills {case} with str.format: braces of the user's JSON must be escaped
-    fixed = shlex.join(base + ["--against", recipe.name, "--case"]).replace("{", "{{").replace("}", "}}")
-    repro = fixed + " {case} --seed " + str(args.seed)
-    result = check_quantizer(fn, recipe, cases, seed=args.seed, repro=repro)
-    if args.out:
-        _write_check_report(args, result)
+    if not args.timeout > 0:
+        _err(f"--timeout must be a positive number of seconds, got {args.timeout}")
+        return 2
+    result = run_check(args.quantizer, args.kwargs, recipe, cases, args.seed, args.timeout, args.in_process,
+                       out=args.out, command=args.command_line)
     return print_check_result(result, args.quiet, args.show_output)
 
 
@@ -288,18 +313,6 @@ def _check_exporter(args) -> int:
         for i in out.issues[1:20]:
             print(f"  {i.kind:9s} {i.message[:200]}")
     return 1
-
-
-def _write_check_report(args, result) -> None:
-    from refit_verify.check import check_job
-    from refit_verify.report import env
-    from refit_verify.report.document import Report, ReportWriter
-
-    job = check_job(result)
-    run_id, _ = _default_out()
-    rep = Report("check", run_id, args.command_line, options={"quantizer": args.quantizer, "against": result.reference},
-                 seeds={"base": args.seed}, environment=env.collect("cpu"), jobs=[job], planned_jobs=["check"])
-    ReportWriter(args.out, rep).finish("complete")
 
 
 def cmd_diff(args) -> int:

@@ -86,6 +86,8 @@ def _user_frame(exc: BaseException):
 
 def describe_user_exception(exc: BaseException) -> str:
     """`AssertionError at my_quant.py:12: assert w.dim() == 3`: type, message, file:line, source line."""
+    if getattr(exc, "description", None):  # described where it happened (the isolated child)
+        return exc.description
     if isinstance(exc, UserExit) and exc.__cause__ is not None:
         exc = exc.__cause__
     text = describe_exit(exc) if isinstance(exc, (SystemExit, KeyboardInterrupt)) else (

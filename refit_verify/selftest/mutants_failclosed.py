@@ -14,7 +14,7 @@ MUTANTS = [
     Mutant("check_lets_systemexit_through", "user code calling sys.exit(0) ends `check` with exit 0 and no report",
            {"refit_verify.check:call_user": _plain_call, "refit_verify.usercode:call_user": _plain_call},
            area="failclosed",
-           killers=("suites/pr/test_cli_check.py::test_exiting_or_unusable_quantizer_is_a_case_error",)),
+           killers=("suites/pr/test_check_quantizer.py::test_sys_exit_in_process_is_a_case_error_not_our_exit",)),
     Mutant("gate_accepts_unknown_verdict", "the gate reads what it understands and ignores the rest: a report with "
            "no jobs or a verdict 'weird'/'PASS' gates green",
            {"refit_verify.report.gate:validate_report": lambda original: (lambda report, where="report": None)},

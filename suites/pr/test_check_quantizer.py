@@ -106,3 +106,16 @@ def test_user_output_is_captured_per_case():
         return _as_impl("vllm_per_block")(w)
     res = check_quantizer(impl, "vllm_per_block", cases=default_cases(0)[:2])
     assert res.ok and all(c.output.startswith("hello from the quantizer") for c in res.cases)
+
+
+def test_sys_exit_in_process_is_a_case_error_not_our_exit():
+    import sys
+
+    def exits(w):
+        sys.exit(0)
+    try:
+        res = check_quantizer(exits, "vllm_per_block", cases=default_cases(0)[:1])
+    except BaseException as exc:  # noqa: BLE001 - the user's exit must not become ours
+        res = f"escaped {exc!r}"
+    assert not isinstance(res, str), res
+    assert res.cases[0].verdict == "error" and "SystemExit(0)" in res.cases[0].reason
