@@ -20,4 +20,9 @@ MUTANTS = [
            {"refit_verify.report.gate:validate_report": lambda original: (lambda report, where="report": None)},
            area="failclosed",
            killers=("suites/pr/test_report_gate.py::test_malformed_report_fails_closed_exit_2",)),
+    Mutant("gate_policy_unchecked", "the policy is read for what the gate understands: an unknown section "
+           "([gatee], [metric.X]), an empty policy or fail_on_verdicts = \"fail\" (iterated as characters) passes a "
+           "failing report", {"refit_verify.report.policy:validate_policy": lambda original: (lambda raw, where: None)},
+           area="failclosed",
+           killers=("suites/pr/test_report_gate.py::test_malformed_policy_fails_closed_exit_2",)),
 ]

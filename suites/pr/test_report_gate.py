@@ -144,3 +144,46 @@ def test_baseline_without_verdicts_is_bad_input(tmp_path, capsys):
     base.write_text(json.dumps(b))
     assert main(["gate", str(good), "--baseline", str(base)]) == 2
     assert "baseline" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad,key", [
+    ({**report(GOOD), "extra": 1}, "'extra'"),
+    ({**report(GOOD), "status": "done"}, "'status'"),
+    ({**report(GOOD), "jobs": [{"name": "j", "verdict": "pass", "figures": [], "verdicts": "pass"}]}, "'verdicts'"),
+    ({**report(GOOD), "jobs": [{"name": "j", "verdict": "pass", "figures": [{"metric": "sqnr_db", "value": [1]}]}]},
+     "'value'"),
+    ({**report(GOOD), "jobs": [{"name": "j", "verdict": "pass", "failures": "none"}]}, "'failures'"),
+    ({**report(GOOD), "jobs": [{"name": "j", "verdict": "pass"}, {"name": "j", "verdict": "fail"}]}, "['j']"),
+])
+def test_report_schema_unknown_keys_and_wrong_types_exit_2(tmp_path, capsys, bad, key):
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps(bad))
+    assert main(["gate", str(p)]) == 2
+    assert key in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,key", [
+    ("", "'metrics'"),
+    ('[gatee]\nrequire_complete = true\n[metrics.sqnr_db]\nmin = 28\n', "'gatee'"),
+    ('[metric.sqnr_db]\nmin = 28\n', "'metric'"),
+    ('[gate]\nfail_on_verdicts = "fail"\n[metrics.sqnr_db]\nmin = 28\n', "gate.fail_on_verdicts"),
+    ('[gate]\nfail_on_verdicts = ["fial"]\n[metrics.sqnr_db]\nmin = 28\n', "'fial'"),
+    ('[gate]\nrequire_complete = "no"\n[metrics.sqnr_db]\nmin = 28\n', "gate.require_complete"),
+    ('[gate]\nstrict = true\n[metrics.sqnr_db]\nmin = 28\n', "gate.strict"),
+    ('[metrics.sqnr_db]\nmin = "28"\n', "metrics.sqnr_db.min"),
+    ('[metrics.sqnr_db]\nmin = inf\n', "metrics.sqnr_db.min"),
+    ('[metrics.calc_diff]\nmax = nan\n', "metrics.calc_diff.max"),
+    ('[metrics.sqnr_db]\nmin = 30\nmax = 20\n', "metrics.sqnr_db"),
+    ('[metrics.calc_diff]\nmax = -0.001\n', "metrics.calc_diff.max"),
+    ('[metrics.calc_diff]\nmax = 0.001\nregress_abs = -1\n', "metrics.calc_diff.regress_abs"),
+    ('[metrics.calc_diff]\nsource = "x"\n', "gates nothing"),
+    ('metrics = 5\n', "'metrics'"),
+])
+def test_malformed_policy_fails_closed_exit_2(tmp_path, capsys, text, key):
+    pol = tmp_path / "p.toml"
+    pol.write_text(text)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(report(GOOD)))
+    assert main(["gate", str(good), "--policy", str(pol)]) == 2
+    err = capsys.readouterr().err
+    assert key in err and str(pol) in err and "Traceback" not in err
