@@ -112,14 +112,9 @@ def refit_quantizer(request, refit_recipe):
     """The user's quantizer (--refit-quantizer), else the reference for --refit-against.
 
     Always f(w) -> (fp8 data, scale_inv)."""
-    spec = request.config.getoption("refit_quantizer")
-    if spec:
-        from refit_verify.usercode import UserCodeError, load_callable
-
-        try:
-            return load_callable(spec, request.config.getoption("refit_quantizer_kwargs"))
-        except UserCodeError as exc:
-            raise pytest.UsageError(str(exc)) from None
+    loaded = request.config.stash.get(_USER_HOOKS, {}).get("refit_quantizer")
+    if loaded is not None:
+        return loaded
     from refit_verify.fp8 import quantize
 
     def reference(w):
@@ -141,15 +136,28 @@ def refit_loader(request):
 
 
 def _pipeline_hook(request, opt):
-    spec = request.config.getoption(opt)
-    if not spec:
-        return None
+    return request.config.stash.get(_USER_HOOKS, {}).get(opt)
+
+
+# the user's callables, loaded once at configure time: a bad spec is one usage error for the session
+# (exit 4), not a setup error with a traceback in every test that requests the fixture
+_USER_HOOKS = pytest.StashKey[dict]()
+
+
+def _load_user_hooks(config) -> None:
     from refit_verify.usercode import UserCodeError, load_callable
 
+    hooks = {}
     try:
-        return load_callable(spec).__wrapped__
+        for opt in ("refit_quantizer", "refit_exporter", "refit_loader"):
+            spec = config.getoption(opt, default=None)
+            if spec:
+                kwargs = config.getoption("refit_quantizer_kwargs") if opt == "refit_quantizer" else None
+                fn = load_callable(spec, kwargs)
+                hooks[opt] = fn if opt == "refit_quantizer" else fn.__wrapped__
     except UserCodeError as exc:
-        raise pytest.UsageError(str(exc)) from None
+        raise pytest.UsageError(f"--{opt.replace('_', '-')}: {exc}") from None
+    config.stash[_USER_HOOKS] = hooks
 
 
 class _Collector:
@@ -174,6 +182,7 @@ def pytest_configure(config):
     if _refit_option_given(config):
         register_hypothesis_profiles()
         load_hypothesis_profile()
+        _load_user_hooks(config)
     out = config.getoption("refit_report", default=None)
     if out and _KEY is not None and not hasattr(config, "workerinput"):  # xdist: the controller writes
         config.stash[_KEY] = _Collector(out)
