@@ -334,13 +334,16 @@ def cmd_diff(args) -> int:
     writer = ReportWriter(out, report, plots=not args.no_plots)
     progress = Progress(args.quiet)
     status, why = "incomplete", None
+    from refit_verify.results import JobResult
+
+    job = JobResult("diff", repro=repro)
+    report.jobs.append(job)  # filled tensor by tensor: an interrupted diff keeps what it finished
     try:
         writer.write()
-        outcome = diff_state_dicts(a, b, source, progress.step, repro)
-        report.jobs.append(outcome.result)
+        outcome = diff_state_dicts(a, b, source, progress.step, repro, into=job)
         status = "complete"
-    except KeyboardInterrupt:
-        why = "interrupted (KeyboardInterrupt)"
+    except BaseException as exc:
+        why = f"{'terminated (SIGTERM)' if type(exc).__name__ == 'Terminated' else type(exc).__name__}"
         raise
     finally:
         writer.finish(status, why)

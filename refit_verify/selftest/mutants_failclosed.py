@@ -10,6 +10,18 @@ def _plain_call(original):
     return lambda fn, *args, **kwargs: fn(*args, **kwargs)
 
 
+def _empty_passes(original):
+    # the "nothing compared" guard and the per-side "empty" issue removed: no tensors, no failures, a pass
+    def summarize(res, rows, cmps, ulps, issues):
+        if not rows:
+            res.failures = [f for f in res.failures if not f.reason.startswith("empty:")]
+            res.verdict = "pass" if not res.failures else res.verdict
+            res.reason = "zero drift over 0 tensors"
+            return
+        original(res, rows, cmps, ulps, issues)
+    return summarize
+
+
 MUTANTS = [
     Mutant("check_lets_systemexit_through", "user code calling sys.exit(0) ends `check` with exit 0 and no report",
            {"refit_verify.check:call_user": _plain_call, "refit_verify.usercode:call_user": _plain_call},
@@ -25,4 +37,12 @@ MUTANTS = [
            "failing report", {"refit_verify.report.policy:validate_policy": lambda original: (lambda raw, where: None)},
            area="failclosed",
            killers=("suites/pr/test_report_gate.py::test_malformed_policy_fails_closed_exit_2",)),
+    Mutant("diff_trusts_each_side", "diff only compares A with B: NaN, inf, zero or negative scales (or a near-"
+           "float32-min placeholder) identical on both sides read as zero drift",
+           {"refit_verify.compare.diff:_validate_scale": lambda original: (lambda *args: None)},
+           area="failclosed",
+           killers=("suites/pr/test_report_diff.py::test_each_side_is_validated_alone_bad_scales_are_never_zero_drift",)),
+    Mutant("diff_empty_is_zero_drift", "two empty state dicts are 'zero drift over 0 tensors', exit 0",
+           {"refit_verify.compare.diff:_summarize": _empty_passes}, area="failclosed",
+           killers=("suites/pr/test_report_diff.py::test_empty_state_dicts_are_not_zero_drift",)),
 ]
