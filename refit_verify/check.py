@@ -172,7 +172,19 @@ def check_quantizer(impl: QuantizerFn, reference_recipe="vllm_per_block", cases:
     """Run `impl(w) -> (fp8_data, scale_inv)` on every case; bitwise verdict against the recipe."""
     cases = default_cases(seed) if cases is None else cases
     r = get_recipe(reference_recipe)
+    repro = repro or default_repro(impl, r.name, seed)
     return CheckResult(reference=r.name, cases=list(iter_check(impl, r, cases, repro, run)))
+
+
+def default_repro(impl, recipe_name: str, base_seed: int) -> str:
+    """The command that reruns one case, as a template of {case}: a CLI line when the callable can be
+    imported by name, else the Python call (a lambda or a __main__ function has no import path)."""
+    module, qualname = getattr(impl, "__module__", None), getattr(impl, "__qualname__", "")
+    if module and module != "__main__" and qualname and "<" not in qualname:
+        return (f"refit-verify check --quantizer {module}:{qualname} --against {recipe_name} "
+                f"--case {{case}} --seed {base_seed}")
+    return (f"check_quantizer(<your quantizer>, {recipe_name!r}, "
+            f"cases=[c for c in default_cases({base_seed}) if c.name == '{{case}}'])")
 
 
 def print_check_result(result: CheckResult, quiet: bool = False, show_output: bool = False, out=None) -> int:

@@ -53,7 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trainer exporter f(state_dict) -> iterable of (name, tensor), FP8-before mode, "
                         "compared bitwise with the reference exporter")
     c.add_argument("--config", default="tiny-llama", help="model config whose synthetic weights feed --exporter")
-    c.add_argument("--loader", metavar="MODULE:ATTR", help="engine loader to check (not yet available)")
     c.add_argument("--out", metavar="DIR", help="also write a report here")
     c.add_argument("--list-cases", action="store_true", help="list the case names and exit")
     c.add_argument("--quiet", "-q", action="store_true")
@@ -189,6 +188,22 @@ def _link_latest(out: str, name: str = "latest") -> None:
         pass  # best effort (no symlinks on some file systems)
 
 
+def failure_line(case: str, reason: str) -> str:
+    """'case: reason', the case named once (reasons often start with it), never cut: the details matter."""
+    reason = str(reason)
+    if reason.startswith(f"{case}:"):
+        reason = reason[len(case) + 1:].lstrip()
+    return f"{case}: {reason}"
+
+
+def _counts_phrase(counts: dict) -> str:
+    """'5 jobs passed', '4 jobs passed, 1 failed': the headline after a run."""
+    words = {"pass": "passed", "fail": "failed", "error": "errored", "skipped": "skipped"}
+    parts = [f"{n} {words.get(k, k)}" for k, n in counts.items() if n]
+    total = sum(counts.values())
+    return f"{total} job{'s' if total != 1 else ''}: " + ", ".join(parts) if parts else "no jobs ran"
+
+
 def cmd_run(args) -> int:
     from refit_verify.jobs import JobContext, all_jobs
 
@@ -227,20 +242,15 @@ def cmd_run(args) -> int:
     try:
         run_jobs(ctx, writer, args.job, progress)
     finally:
-        if not args.out:
-            _link_latest(out)
+        if not args.out:  # reports/latest is the last full run; an ad-hoc `--job X` run must not take it
+            _link_latest(out, "latest-job" if args.job else "latest")
         progress.note(f"report: {os.path.join(out, 'report.html')}")
     data = report.to_dict()
-    print(f"{data['verdict'].upper()}: " + ", ".join(f"{k} {v}" for k, v in data["counts"].items() if v)
-          + f" — {os.path.join(out, 'report.md')}")
+    print(f"{data['verdict'].upper()}: {_counts_phrase(data['counts'])} — report {os.path.join(out, 'report.html')}")
     return 0 if data["verdict"] == "pass" else 1
 
 
 def cmd_check(args) -> int:
-    if args.loader:
-        _err("--loader: not yet available (use `refit-verify diff` on your engine's dump after refit, "
-             "against the dump of `refit-verify run --job refit_pipeline --set dump_dir=DIR`)")
-        return 2
     if args.exporter:
         return _check_exporter(args)
     from refit_verify.cases import default_cases
@@ -311,7 +321,7 @@ def _check_exporter(args) -> int:
     print(f"reproduce: {repro}")
     if not args.quiet:
         for i in out.issues[1:20]:
-            print(f"  {i.kind:9s} {i.message[:200]}")
+            print(f"  {i.kind:9s} {i.message}")
     return 1
 
 
@@ -355,7 +365,7 @@ def cmd_diff(args) -> int:
         return 0
     print(f"DRIFT: {res.reason}")
     for f in res.failures[:10]:
-        print(f"  {f.case}: {f.reason[:200]}")
+        print(f"  {failure_line(f.case, f.reason)}")
     if len(res.failures) > 10:
         print(f"  ... {len(res.failures) - 10} more in {os.path.join(out, 'report.json')}")
     return 1
@@ -381,11 +391,26 @@ def cmd_gate(args) -> int:
     return 1
 
 
+def preset_lines(presets: dict) -> list[str]:
+    """One line per preset; presets sharing a source say how they differ from the first that has it."""
+    from refit_verify.fp8.recipe import recipe_diff
+
+    first_by_source: dict = {}
+    out = []
+    for name, r in presets.items():
+        base = first_by_source.setdefault(r.source, r)
+        what = r.source
+        if base is not r:
+            changed = ", ".join(f"{k}={b!r}" for k, (_, b) in recipe_diff(base, r).items()) or "no field"
+            what = f"as {base.name}, but {changed}"
+        out.append(f"{name:32s} {what}")
+    return out
+
+
 def cmd_presets(args) -> int:
     from refit_verify.fp8 import PRESETS
 
-    for name, r in PRESETS.items():
-        print(f"{name:32s} {r.source}")
+    print("\n".join(preset_lines(PRESETS)))
     return 0
 
 

@@ -37,13 +37,13 @@ def load_hypothesis_profile() -> None:
 
 # fixtures that make a test "ours": only such tests get the reproduce section
 REFIT_FIXTURES = frozenset({"refit_seed", "refit_recipe", "refit_quantizer", "refit_exporter",
-                            "refit_loader", "refit_record"})
+                            "refit_record"})
 # set by a conftest (ours: suites/conftest.py) whose every test should print a reproduce command
 REPRO_ALL = pytest.StashKey[bool]()
 
 # options that change what a test does, so they belong in its repro command
 _REPRO_OPTIONS = ("--refit-quantizer", "--refit-quantizer-kwargs", "--refit-against", "--refit-seed",
-                  "--refit-exporter", "--refit-loader")
+                  "--refit-exporter")
 
 
 def pytest_addoption(parser):
@@ -54,7 +54,6 @@ def pytest_addoption(parser):
     group.addoption("--refit-against", default="vllm_per_block", help="recipe the quantizer must match")
     group.addoption("--refit-seed", default=0, type=int, help="base seed of every random input")
     group.addoption("--refit-exporter", default=None, help="MODULE:ATTR of a trainer exporter (pipeline suites)")
-    group.addoption("--refit-loader", default=None, help="MODULE:ATTR of an engine loader (pipeline suites)")
     group.addoption("--refit-report", default=None, metavar="DIR",
                     help="write report.json/md/html with the metrics recorded through `refit_record`")
 
@@ -128,11 +127,6 @@ def refit_quantizer(request, refit_recipe):
 @pytest.fixture(scope="session")
 def refit_exporter(request):
     return _pipeline_hook(request, "refit_exporter")
-
-
-@pytest.fixture(scope="session")
-def refit_loader(request):
-    return _pipeline_hook(request, "refit_loader")
 
 
 def _pipeline_hook(request, opt):

@@ -172,7 +172,7 @@ def _summarize(res: JobResult, rows, cmps, ulps, issues) -> None:
         res.reason = (f"{res.metrics['tensors_differing']} tensor(s) differ, {len(issues)} issue(s); "
                       f"first: {res.failures[0].reason}")
     else:
-        res.reason = f"zero drift over {len(rows)} tensors"
+        res.reason = f"{len(rows)} tensors bit-identical"
 
 
 def _same_bytes(x: torch.Tensor, y: torch.Tensor) -> bool:

@@ -76,7 +76,7 @@ def store_bitwise(a, b) -> list:
 
 def dump_fp8_store(store, folder) -> Path:
     """The engine's FP8 linears as safetensors (`*.weight` float8 + `*.weight_scale_inv`), for `diff`."""
-    from safetensors.torch import save_file
+    from refit_verify.files import save_safetensors
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -85,7 +85,7 @@ def dump_fp8_store(store, folder) -> Path:
         if lin.fp8:
             state[prefix + ".weight"] = lin.weight.contiguous()
             state[prefix + ".weight_scale_inv"] = lin.weight_scale_inv.contiguous()
-    save_file(state, str(folder / "model.safetensors"))
+    save_safetensors(state, folder / "model.safetensors")
     return folder
 
 

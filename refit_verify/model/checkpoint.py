@@ -72,14 +72,14 @@ def load_checkpoint(path: str | Path, config: str | ModelConfig | None = None,
 
 def save_checkpoint(folder: str | Path, cfg: ModelConfig, tensors: dict[str, torch.Tensor]) -> Path:
     """The inverse, HF style, for tests and for handing a model to another tool."""
-    from safetensors.torch import save_file
+    from refit_verify.files import save_safetensors
 
     d = Path(folder)
     d.mkdir(parents=True, exist_ok=True)
     raw = {k: v for k, v in cfg.to_dict().items() if v not in (None, (), "")}
     raw.update(architectures=["LlamaForCausalLM"], model_type="qwen3" if cfg.qk_norm else "llama")
     (d / "config.json").write_text(json.dumps(raw, indent=1))
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(d / "model.safetensors"))
+    save_safetensors(tensors, d / "model.safetensors")
     return d
 
 

@@ -12,30 +12,40 @@ def fmt_value(v) -> str:
     return str(v)
 
 
-def worst_figures(data: dict) -> dict:
-    """metric -> (min, max, subject of max, n) over all jobs: the numbers a reviewer looks for."""
-    from refit_verify.report.policy import as_float
-
-    out: dict = {}
-    for job in data.get("jobs", []):
-        for f in job.get("figures", []):
-            v = as_float(f["value"])
-            lo, hi, who_lo, who_hi, n = out.get(f["metric"], (v, v, f["subject"], f["subject"], 0))
-            if v < lo or v != v:
-                lo, who_lo = v, f["subject"]
-            if v > hi or v != v:
-                hi, who_hi = v, f["subject"]
-            out[f["metric"]] = (lo, hi, who_lo, who_hi, n + 1)
-    return out
-
-
 def _cell(s) -> str:
     return str(s).replace("|", "\\|").replace("\n", " ")
 
 
+def _first_lines(screen) -> list[str]:
+    """The same first facts as report.html's first screen."""
+    lines = [_cell(screen.compared), ""]
+    w = screen.worst
+    if w is not None:
+        lines += [f"Worst gated figure: **{w.metric}** = {fmt_value(w.value)} ({_cell(w.subject)}, job {w.job}) "
+                  f"against {w.threshold}: **{w.status.upper()}**", ""]
+    for title, items in (("Gate failures", screen.failures), ("Gate warnings", screen.warnings)):
+        if items:
+            lines += [f"{title} ({len(items)}):"] + [f"- {_cell(i)}" for i in items[:10]] + [""]
+    return lines
+
+
+def _gated_lines(screen) -> list[str]:
+    if not screen.gated:
+        return []
+    lines = ["", "| figure | worst | subject | threshold | status | n |", "|---|---|---|---|---|---|"]
+    for g in screen.gated:
+        lines.append(f"| {g.metric} | {fmt_value(g.value)} | {_cell(g.subject)} | {g.threshold} | {g.status.upper()} | {g.n} |")
+    if screen.ungated:
+        lines += ["", "Also reported, no threshold: " + ", ".join(screen.ungated)]
+    return lines
+
+
 def render(data: dict) -> str:
+    from refit_verify.report.summary import first_screen, fmt_duration
+
     verdict = data.get("verdict", "incomplete")
-    lines = [f"## refit-verify {data.get('kind', 'run')}: {ICON.get(verdict, verdict)}", ""]
+    screen = first_screen(data)
+    lines = [f"## refit-verify {data.get('kind', 'run')}: {ICON.get(verdict, verdict)}", ""] + _first_lines(screen)
     if data.get("status") != "complete":
         why = data.get("interrupted") or "still running or killed"
         lines += [f"> ⚠️ **Report incomplete** ({_cell(why)}). Not run: {', '.join(data.get('not_run', [])) or '—'}", ""]
@@ -51,13 +61,8 @@ def render(data: dict) -> str:
     ]
     for job in data.get("jobs", []):
         summary = job.get("reason") or ", ".join(f"{k}={fmt_value(v)}" for k, v in list(job.get("metrics", {}).items())[:4])
-        lines.append(f"| {job['name']} | {ICON.get(job['verdict'], job['verdict'])} | {job.get('duration_s', 0):.1f}s | {_cell(summary)} |")
-    figs = worst_figures(data)
-    if figs:
-        lines += ["", "| figure | min | max | worst subject | n |", "|---|---|---|---|---|"]
-        for metric, (lo, hi, who_lo, who_hi, n) in sorted(figs.items()):
-            worst = who_lo if metric in ("sqnr_db", "logits_cosine", "top1_match") else who_hi
-            lines.append(f"| {metric} | {fmt_value(lo)} | {fmt_value(hi)} | {_cell(worst)} | {n} |")
+        lines.append(f"| {job['name']} | {ICON.get(job['verdict'], job['verdict'])} | {fmt_duration(job.get('duration_s', 0))} | {_cell(summary)} |")
+    lines += _gated_lines(screen)
     for job in data.get("jobs", []):
         fails = job.get("failures", [])
         if not fails and job["verdict"] != "error":

@@ -22,10 +22,12 @@ class Progress:
         # CI logs get at most one line every 2 s: enough to see it is alive, not a log flood
         now = time.monotonic()
         if self.tty or now - self._last > 2.0:
-            self._emit(f"{self.prefix}: {msg}")
+            self._emit(f"{self.prefix}: {msg}" if self.prefix else msg)
 
     def done(self, name: str, verdict: str, seconds: float) -> None:
-        self._emit(f"{self.prefix}: {verdict} ({seconds:.1f}s)", force=True, newline=True)
+        from refit_verify.report.summary import fmt_duration
+
+        self._emit(f"{self.prefix or name}: {verdict} ({fmt_duration(seconds)})", force=True, newline=True)
 
     def note(self, msg: str) -> None:
         self._emit(msg, force=True, newline=True)

@@ -82,11 +82,12 @@ def test_bad_kwargs_unknown_case_unknown_recipe(user_file, capsys):
     assert "presets:" in capsys.readouterr().err
 
 
-def test_pipeline_flags_bad_exporter_and_loader_not_yet_available(capsys):
+def test_bad_exporter_is_one_line_and_loader_option_is_gone(capsys):
     assert main(["check", "--exporter", "no_such_module_xyz:f"]) == 2  # import error: one line, exit 2
     assert "no_such_module_xyz" in capsys.readouterr().err
-    assert main(["check", "--loader", "x:y"]) == 2
-    assert "not yet available" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # an option that did nothing is removed, not answered "not yet"
+        main(["check", "--loader", "x:y"])
+    assert exc.value.code == 2 and "unrecognized arguments: --loader" in capsys.readouterr().err
 
 
 def test_check_report(user_file, tmp_path):

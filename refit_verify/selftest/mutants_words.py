@@ -1,0 +1,43 @@
+"""Mutants of what a new user reads and keeps: the run headline, reports/latest, file permissions."""
+
+from __future__ import annotations
+
+from refit_verify.selftest.mutant import Mutant
+
+WORDS = "suites/pr/test_cli_words.py"
+
+MUTANTS = [
+    Mutant("latest_taken_by_adhoc_run", "an ad-hoc `run --job X` repoints reports/latest: the full run's report is lost",
+           {"refit_verify.cli:_link_latest": lambda original: (lambda out, name="latest": original(out, "latest"))},
+           area="report", killers=(f"{WORDS}::test_adhoc_job_run_does_not_take_reports_latest",)),
+    Mutant("dump_files_private", "dumps written 0600 (safetensors' default): a teammate or CI artifact step can't read them",
+           {"refit_verify.files:make_shareable": lambda original: (lambda path: None)},
+           area="report", killers=(f"{WORDS}::test_dumps_are_readable_by_others",)),
+    Mutant("headline_repeats_verdict", "the headline reads 'PASS: pass 5': verdict words instead of counted jobs",
+           {"refit_verify.cli:_counts_phrase": lambda original: (lambda counts: ", ".join(f"{k} {v}" for k, v in counts.items() if v))},
+           area="report", killers=(f"{WORDS}::test_headline_counts_jobs_not_verdict_words",
+                                   f"{WORDS}::test_adhoc_job_run_does_not_take_reports_latest")),
+]
+
+
+def _prefixed_step(original):
+    def step(self, msg):
+        self._emit(f"{self.prefix}: {msg}")
+    return step
+
+
+MUTANTS += [
+    Mutant("presets_same_description", "`presets` prints the same source line for presets that differ",
+           {"refit_verify.cli:preset_lines": lambda original: (lambda presets: [f"{n:32s} {r.source}" for n, r in presets.items()])},
+           area="report", killers=(f"{WORDS}::test_presets_never_share_a_description",)),
+    Mutant("failure_line_repeats_and_cuts", "'name: name: …' and reasons cut at 200 characters",
+           {"refit_verify.cli:failure_line": lambda original: (lambda case, reason: f"{case}: {str(reason)[:200]}")},
+           area="report", killers=(f"{WORDS}::test_failure_line_names_the_tensor_once_and_keeps_the_detail",)),
+    Mutant("progress_empty_prefix", "a progress line ': loading model' before the first job",
+           {"refit_verify.report.progress:Progress.step": _prefixed_step},
+           area="report", killers=(f"{WORDS}::test_progress_step_before_any_job_has_no_empty_prefix",)),
+]
+MUTANTS.append(
+    Mutant("python_api_empty_repro", "check_quantizer(...).failures()[0].repro == '' in the README's Python example",
+           {"refit_verify.check:default_repro": lambda original: (lambda impl, recipe_name, base_seed: "")},
+           area="report", killers=(f"{WORDS}::test_python_api_failures_carry_a_reproduce_command",)))

@@ -1,0 +1,98 @@
+"""What a new user reads and keeps: the run headline, reports/latest, files others can open."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import torch
+
+from refit_verify.cli import _counts_phrase, main
+from refit_verify.jobs import JobResult, register_job
+
+
+@register_job("test_words_noop", suites=())  # suites=(): only runs when named with --job
+def _noop(ctx):
+    return JobResult("test_words_noop", reason="nothing to do")
+
+
+def test_headline_counts_jobs_not_verdict_words():
+    assert _counts_phrase({"pass": 5, "fail": 0}) == "5 jobs: 5 passed"
+    assert _counts_phrase({"pass": 4, "fail": 1, "error": 0}) == "5 jobs: 4 passed, 1 failed"
+    assert _counts_phrase({"pass": 0}) == "no jobs ran"
+
+
+def test_adhoc_job_run_does_not_take_reports_latest(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "full-run").mkdir()
+    os.symlink("full-run", tmp_path / "reports" / "latest")
+    assert main(["run", "--job", "test_words_noop", "-q", "--no-plots"]) == 0
+    assert os.readlink(tmp_path / "reports" / "latest") == "full-run"
+    assert (tmp_path / "reports" / "latest-job" / "report.json").exists()
+    out = capsys.readouterr().out
+    assert out.startswith("PASS: 1 job: 1 passed — report ")
+
+
+def test_dumps_are_readable_by_others(tmp_path):
+    from refit_verify.files import save_safetensors
+
+    old = os.umask(0o022)
+    try:
+        path = save_safetensors({"w": torch.zeros(2)}, tmp_path / "dump.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_presets_never_share_a_description():
+    from refit_verify.cli import preset_lines
+    from refit_verify.fp8 import PRESETS
+
+    descriptions = [line[32:].strip() for line in preset_lines(PRESETS)]
+    assert len(set(descriptions)) == len(descriptions), descriptions
+
+
+def test_failure_line_names_the_tensor_once_and_keeps_the_detail():
+    from refit_verify.cli import failure_line
+
+    name = "model.layers.0.mlp.down_proj.weight"
+    detail = "block (0, 1) element (3, 130): " + "x" * 300
+    line = failure_line(name, f"{name}: {detail}")
+    assert line.count(name) == 1 and line.endswith("x" * 300)
+
+
+def test_progress_step_before_any_job_has_no_empty_prefix():
+    import io
+
+    from refit_verify.report.progress import Progress
+
+    buf = io.StringIO()
+    p = Progress(stream=buf)
+    p.step("loading model")
+    p.done("refit_pipeline", "pass", 0.0004)
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == "loading model"
+    assert lines[1] == "refit_pipeline: pass (<1 ms)"
+
+
+def test_python_api_failures_carry_a_reproduce_command():
+    from refit_verify.check import check_quantizer
+    from refit_verify.fp8 import quantize
+
+    def off_by_one(w):  # a wrong quantizer defined in a test: no import path, so the Python form
+        q = quantize(w, "vllm_per_block")
+        return q.data.view("uint8").add(1).view(q.data.dtype), q.scale_inv
+
+    fails = check_quantizer(off_by_one, "vllm_per_block", seed=3).failures()
+    assert fails and all(f.repro for f in fails)
+    assert f"default_cases(3) if c.name == '{fails[0].case}'" in fails[0].repro
+    named = check_quantizer(_plain_vllm, "nemo_rl").failures()  # importable by name: the CLI form
+    assert named and named[0].repro.startswith("refit-verify check --quantizer ") and "--case " in named[0].repro
+
+
+def _plain_vllm(w):
+    from refit_verify.fp8 import quantize
+
+    q = quantize(w, "vllm_per_block")
+    return q.data, q.scale_inv
