@@ -212,33 +212,49 @@ def cmd_run(args) -> int:
             needs = f" needs={','.join(spec.needs)}" if spec.needs else ""
             print(f"{name:24s} suites={','.join(spec.suites)}{needs}  {spec.doc}")
         return 0
-    options = {}
-    for kv in args.set:
-        if "=" not in kv:
-            _err(f"--set expects KEY=VALUE, got {kv!r}")
-            return 2
-        k, v = kv.split("=", 1)
-        options[k] = v
+    from refit_verify import runguard
+    from refit_verify.report.document import Report, ReportWriter
+
+    options = runguard.check_cheap(args)  # --layers, --set keys, --out a file: exit 2 before any work
+    run_id, default_out = _default_out()
+    out = args.out or default_out
+    with runguard.OutLock(out):  # a second run with the same --out is refused, not interleaved
+        report = Report(kind="run", run_id=run_id, command=args.command_line,
+                        options={"suite": args.suite, "device": args.device,
+                                 "config": None if args.model else args.config, "model": args.model,
+                                 "layers": args.layers, "jobs": args.job, "set": options}, seeds={"base": args.seed})
+        writer = ReportWriter(out, report, plots=not args.no_plots)
+        try:
+            writer.write()  # the folder and an incomplete report exist from the first second on
+            rc = _run_jobs_in(args, options, out, writer)
+        finally:
+            if report.finished_at is None:  # stopped before the jobs started (bad --model, SIGTERM, ^C)
+                exc = sys.exc_info()[1]
+                writer.finish("incomplete", f"stopped before any job ran: {type(exc).__name__}: {exc}"
+                              if exc is not None else "stopped before any job ran")
+    return rc
+
+
+def _run_jobs_in(args, options: dict, out: str, writer) -> int:
+    from refit_verify import runguard
+    from refit_verify.errors import BadInputError
+
+    runguard.check_model(args, options)  # a bad --model/--config names its file at once, exit 2
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        _err("--device cuda: no CUDA device available (use --device cpu; GPU jobs then skip with a reason)")
-        return 2
-    from refit_verify.report import env
-    from refit_verify.report.document import Report, ReportWriter
-    from refit_verify.report.progress import Progress
+        raise BadInputError("--device cuda: no CUDA device available (use --device cpu; GPU jobs then skip "
+                            "with a reason)")
+    from refit_verify.jobs import JobContext
     from refit_verify.jobs.runner import run_jobs
+    from refit_verify.report import env
+    from refit_verify.report.progress import Progress
 
-    run_id, default_out = _default_out()
-    out = args.out or default_out
+    report = writer.report
+    report.environment = env.collect(args.device)
     ctx = JobContext(suite=args.suite, device=args.device, config=args.config, model_path=args.model,
                      seed=args.seed, layers=args.layers, options=options)
-    report = Report(kind="run", run_id=run_id, command=args.command_line,
-                    options={"suite": args.suite, "device": args.device, "config": None if args.model else args.config,
-                             "model": args.model, "layers": args.layers, "jobs": args.job, "set": options},
-                    seeds={"base": args.seed}, environment=env.collect(args.device))
     progress = Progress(args.quiet)
-    writer = ReportWriter(out, report, plots=not args.no_plots)
     try:
         run_jobs(ctx, writer, args.job, progress)
     finally:

@@ -28,6 +28,11 @@ def load_callable(spec: str, kwargs_json: str | None = None):
             path = Path(mod_part)
             if not path.exists():
                 raise UserCodeError(f"{spec}: file {path} not found")
+            if path.is_dir():
+                raise UserCodeError(f"{spec}: {path} is a folder; give path/to/file.py:FUNCTION, or the package "
+                                    "as a dotted module (mypkg.quant:FUNCTION) with its parent on PYTHONPATH")
+            if not path.is_file():
+                raise UserCodeError(f"{spec}: {path} is not a regular file")
             name = f"_refit_user_{path.stem}"
             loader_spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(loader_spec)

@@ -204,3 +204,10 @@ def test_exiting_at_import_in_the_child_is_one_usage_error(tmp_path, capsys, bod
     assert main(["check", "--quantizer", f"{p}:f", *FAST]) == 2
     err = capsys.readouterr().err
     assert msg in err and str(p) in err and "Traceback" not in err
+
+
+def test_a_folder_as_quantizer_is_a_clear_usage_error(tmp_path, capsys):
+    (tmp_path / "pkg").mkdir()
+    assert main(["check", "--quantizer", f"{tmp_path / 'pkg'}:f", "--in-process"]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and "Traceback" not in err
