@@ -146,7 +146,9 @@ def _validate_rule(name: str, spec, where: str) -> None:
         raise _bad(where, f"{key} has unknown key(s) {sorted(unknown)}")
     for k in NUMBER_KEYS:
         v = spec.get(k)
-        if v is None:
+        if v is None and k in ("max", "min", "warn_max", "warn_min"):  # JSON null: no such limit
+            continue
+        if k not in spec:
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise _bad(where, f"{key}.{k} must be a number, got {type(v).__name__} {v!r}")

@@ -245,3 +245,43 @@ def test_sigterm_keeps_the_tensors_finished(pair, monkeypatch):
     job = rep["jobs"][0]
     assert job["verdict"] == "error" and [r["tensor"] for r in job["tables"]["tensors"]] == calls[:1]
     assert (out / "report.html").exists()
+
+
+# --- fuzz: malformed safetensors headers never give a traceback or exit 0 ------------------------------
+from hypothesis import HealthCheck, assume, given, settings, strategies as st  # noqa: E402
+
+DTYPES = st.sampled_from(["F8_E4M3", "F32", "BF16", "U8", "I64", "F4", "", "f32"])
+ENTRY = st.fixed_dictionaries({"dtype": DTYPES, "shape": st.lists(st.integers(-2, 300), max_size=3),
+                               "data_offsets": st.lists(st.integers(-1, 70000), min_size=0, max_size=3)})
+HEADER = st.dictionaries(st.sampled_from([Q, Q + "_scale_inv", "model.norm.weight", "__metadata__", ""]),
+                         ENTRY | st.integers() | st.text(max_size=4), max_size=3)
+
+
+def _safetensors_bytes(header, payload: int, length_delta: int) -> bytes:
+    raw = json.dumps(header).encode()
+    return (len(raw) + length_delta).to_bytes(8, "little", signed=True) + raw + b"\x3c" * payload
+
+
+def _readable(path) -> bool:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for k in f.keys():
+                f.get_tensor(k)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@given(HEADER, st.integers(0, 4096), st.sampled_from([0, 0, 0, -1, 3, 1 << 40]))
+def test_fuzz_malformed_safetensors_header_is_never_zero_drift(tmp_path_factory, header, payload, delta):
+    tmp = tmp_path_factory.mktemp("fuzz")
+    f = tmp / "model.safetensors"
+    f.write_bytes(_safetensors_bytes(header, payload, delta))
+    assume(not _readable(f))  # a header that happens to be valid is not malformed input
+    rc = main(["diff", str(f), str(f), "--out", str(tmp / "r"), "-q", "--no-plots"])
+    assert rc in (1, 2)
+    if rc == 1:
+        assert json.loads((tmp / "r" / "report.json").read_text())["jobs"][0]["verdict"] != "pass"
