@@ -140,18 +140,36 @@ _USER_HOOKS = pytest.StashKey[dict]()
 
 def _load_user_hooks(config) -> None:
     from refit_verify.usercode import UserCodeError, load_callable
+    from refit_verify.userworker import IsolatedQuantizer
 
     hooks = {}
+    config.stash[_USER_HOOKS] = hooks
     try:
-        for opt in ("refit_quantizer", "refit_exporter", "refit_loader"):
+        for opt in ("refit_quantizer", "refit_exporter"):
             spec = config.getoption(opt, default=None)
-            if spec:
-                kwargs = config.getoption("refit_quantizer_kwargs") if opt == "refit_quantizer" else None
-                fn = load_callable(spec, kwargs)
-                hooks[opt] = fn if opt == "refit_quantizer" else fn.__wrapped__
+            if not spec:
+                continue
+            kwargs = config.getoption("refit_quantizer_kwargs") if opt == "refit_quantizer" else None
+            if opt == "refit_quantizer":
+                # loaded first in a child: os._exit or a crash at import must not end pytest with exit 0;
+                # refit_verify.testing then calls the quantizer there, one case at a time
+                hooks["isolated_quantizer"] = iso = IsolatedQuantizer(spec, kwargs)
+                iso.start()
+            fn = load_callable(spec, kwargs)
+            hooks[opt] = fn if opt == "refit_quantizer" else fn.__wrapped__
     except UserCodeError as exc:
         raise pytest.UsageError(f"--{opt.replace('_', '-')}: {exc}") from None
-    config.stash[_USER_HOOKS] = hooks
+
+
+def isolated_quantizer(config):
+    """The child process running --refit-quantizer (None without one): `run` for check.check_case."""
+    return config.stash.get(_USER_HOOKS, {}).get("isolated_quantizer")
+
+
+def pytest_unconfigure(config):
+    iso = isolated_quantizer(config)
+    if iso is not None:
+        iso.close()
 
 
 class _Collector:
