@@ -104,7 +104,7 @@ def default_cases(seed: int = 0) -> list[Case]:
     for mag_name, mag in MAGNITUDES.items():
         add(f"block_{mag_name}_256x256", _block_fill((256, 256), mag, at=(0, 1)), f"block (0,1) at |x|={mag}")
     add("all_zero_130x130", lambda g: torch.zeros(130, 130, dtype=torch.bfloat16))
-    add("edge_pad_1x129", _edge_pad, "REFERENCE §3 padding example")
+    add("edge_pad_1x129", _edge_pad, "FACTS.md §3 padding example")
     add("edge_outlier_129x257", _special((129, 257), 1e4, (-1, -1)), "outlier at [-1,-1]")
     add("pow2_amax_256x256", _pow2_amax, "block amax = 448 * 2^-k")
     add("ue8m0_boundary_f32_128x128", _ue8m0_boundary, "amax/448 one ulp above a power of two")

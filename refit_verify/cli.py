@@ -64,15 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--verbose", "-v", dest="show_output", action="store_true",
                    help="show everything your quantizer printed (default: the first 20 lines, after the verdict)")
 
-    d = sub.add_parser("diff", help="drift report between two FP8 state dicts",
+    d = sub.add_parser("diff", help="drift report between two FP8 state dicts, or two digest files",
                        description="Compare two FP8 state dicts (safetensors file or folder with *.weight fp8 + "
-                                   "*.weight_scale_inv float32) bitwise, tensor by tensor.")
+                                   "*.weight_scale_inv float32) bitwise, tensor by tensor; or two digest JSON files "
+                                   "(expected.json engine.json from `expect` / `digest`) block by block.")
     d.add_argument("a", metavar="A", help="e.g. the trainer's dump")
     d.add_argument("b", metavar="B", help="e.g. the engine's dump after refit")
     d.add_argument("--source", metavar="BF16", help="BF16 weights (same names): each side's error vs BF16")
     d.add_argument("--out", metavar="DIR", help="report folder (default reports/diff-<run id>)")
     d.add_argument("--quiet", "-q", action="store_true")
     d.add_argument("--no-plots", action="store_true", help="HTML without plots (faster)")
+
+    _live_parsers(sub)
 
     gt = sub.add_parser("gate", help="fail when a report exceeds the policy or regresses vs a baseline",
                         description="Exit 1 with reasons when REPORT breaks the policy or regresses against --baseline.")
@@ -84,6 +87,23 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=f"delegates to {mod}:main (all further arguments are passed on)", add_help=False)
     sub.add_parser("presets", help="list the named quantizer recipes")
     return p
+
+
+def _live_parsers(sub) -> None:
+    dg = sub.add_parser("digest", help="per-block digests of an engine dump (safetensors file or folder)",
+                        description="Digest what an engine holds (docs/DIGEST.md); compare with `expect` via `diff`.")
+    dg.add_argument("dump", metavar="ENGINE_DUMP", help="safetensors file, or folder (per-rank tp0.ep0.pp0.* files)")
+    ex = sub.add_parser("expect", help="per-block digests the engine should hold after refitting a checkpoint",
+                        description="Digest what a correct refit of an HF-named BF16 checkpoint leaves in the "
+                                    "engine (engine names, fused qkv/gate_up, FP8 by the recipe, per rank).")
+    ex.add_argument("checkpoint", metavar="CHECKPOINT", help="HF-named BF16 safetensors file or folder")
+    ex.add_argument("--tp", type=int, default=1)
+    ex.add_argument("--ep", type=int, default=1)
+    for q in (dg, ex):
+        q.add_argument("--recipe", default="vllm_per_block", help="quantizer recipe (default vllm_per_block)")
+        q.add_argument("--out", required=True, metavar="FILE", help="digest JSON to write")
+        q.add_argument("--sample", type=int, metavar="K", help="digest only K blocks per tensor (shared seed)")
+        q.add_argument("--sample-seed", type=int, default=0, metavar="S", help="seed of the sampled blocks")
 
 
 def main(argv=None) -> int:
@@ -342,6 +362,11 @@ def _check_exporter(args) -> int:
 
 
 def cmd_diff(args) -> int:
+    from refit_verify.live.commands import cmd_digest_diff, is_digest_file
+
+    if is_digest_file(args.a) or is_digest_file(args.b):
+        run_id, default_out = _default_out("diff-")
+        return cmd_digest_diff(args, run_id, args.out or default_out)
     import shlex
 
     from refit_verify.report import env
@@ -430,7 +455,16 @@ def cmd_presets(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "diff": cmd_diff, "gate": cmd_gate, "presets": cmd_presets}
+def _live(name):
+    def command(args) -> int:
+        from refit_verify.live import commands
+
+        return getattr(commands, name)(args)
+    return command
+
+
+COMMANDS = {"run": cmd_run, "check": cmd_check, "diff": cmd_diff, "gate": cmd_gate, "presets": cmd_presets,
+            "digest": _live("cmd_digest"), "expect": _live("cmd_expect")}
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ class TransportError(RefitVerifyError):
 
 
 class NonContiguousTensorError(TransportError):
-    """`t.view(torch.uint8).view(-1)` needs a contiguous tensor (REFERENCE.md §3, cropped views)."""
+    """`t.view(torch.uint8).view(-1)` needs a contiguous tensor (FACTS.md §3, cropped views)."""
 
 
 class OversizedTensorError(TransportError):

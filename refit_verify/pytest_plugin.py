@@ -36,7 +36,7 @@ def load_hypothesis_profile() -> None:
 
 
 # fixtures that make a test "ours": only such tests get the reproduce section
-REFIT_FIXTURES = frozenset({"refit_seed", "refit_recipe", "refit_quantizer", "refit_exporter",
+REFIT_FIXTURES = frozenset({"refit_seed", "refit_recipe", "refit_quantizer", "refit_exporter", "refit_isolated_quantizer",
                             "refit_record"})
 # set by a conftest (ours: suites/conftest.py) whose every test should print a reproduce command
 REPRO_ALL = pytest.StashKey[bool]()
@@ -62,7 +62,7 @@ def hypothesis_profile() -> str:
     try:
         from hypothesis import settings
 
-        return settings._current_profile or "default"  # private, but the only way to know the active one
+        return settings.get_current_profile_name()
     except (ImportError, AttributeError):
         return os.environ.get("HYPOTHESIS_PROFILE", "")
 
@@ -164,6 +164,12 @@ def _load_user_hooks(config) -> None:
 def isolated_quantizer(config):
     """The child process running --refit-quantizer (None without one): `run` for check.check_case."""
     return config.stash.get(_USER_HOOKS, {}).get("isolated_quantizer")
+
+
+@pytest.fixture(scope="session")
+def refit_isolated_quantizer(request):
+    """--refit-quantizer running in a child process (None without one), as `run` for check.check_case."""
+    return isolated_quantizer(request.config)
 
 
 def pytest_unconfigure(config):

@@ -75,8 +75,8 @@ def probe_loaders(V):
         kind = KINDS[c["layer"]]
         layer = V.build_linear(kind, c["shard_sizes"], c["K"],
                                head_size=c["ctor_kwargs"].get("head_size"))
-        check(f"loader {cfg} ctor", layer._refit_ctor_kwargs == c["ctor_kwargs"],
-              f"{layer._refit_ctor_kwargs}")
+        check(f"loader {cfg} ctor", V.ctor_kwargs_of(layer) == c["ctor_kwargs"],
+              f"{V.ctor_kwargs_of(layer)}")
         shards = []
         for i, sid in enumerate(c["shard_ids"]):
             x, q, s = (t[f"{cfg}.shard{i}.{k}"] for k in "xqs")
@@ -182,7 +182,7 @@ def probe_model(V, report):
     # which re-views uint8 as fp8) value-casts them: byte 0x38 becomes the number 56.
     w = new["model.layers.1.self_attn.o_proj.weight"]
     q, _ = V.per_block_cast_to_fp8(w)
-    with set_current_vllm_config(model._refit_vllm_config):
+    with set_current_vllm_config(V.vllm_config_of(model)):
         model.load_weights([("model.layers.1.self_attn.o_proj.weight", q.view(torch.uint8))])
     o = dict(model.named_parameters())["model.layers.1.self_attn.o_proj.weight"].detach()
     u8 = {"bit_exact": same(o.view(torch.uint8), q.view(torch.uint8)),
@@ -217,7 +217,7 @@ def main():
     import vllm.envs as envs
     report["facts"] = {
         "torch": torch.__version__, "platform": type(current_platform).__name__,
-        "platform_enum": str(current_platform._enum),
+        "platform_unspecified": current_platform.is_unspecified(),
         "deep_gemm_installed": deep_gemm.has_deep_gemm(),
         "is_deep_gemm_supported": deep_gemm.is_deep_gemm_supported(),
         "is_deep_gemm_e8m0_used": deep_gemm.is_deep_gemm_e8m0_used(),

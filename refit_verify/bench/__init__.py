@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-PARTS = ("copy", "quant", "graph", "verify", "nccl")
+PARTS = ("copy", "quant", "graph", "verify", "nccl", "peers", "fused", "digest")
 RECIPES = ["vllm_per_block", "vllm_per_block_ue8m0", "nemo_rl", "nemo_rl_pow2"]
 
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile-recipes", default="vllm_per_block,nemo_rl",
                    help="recipes timed under torch.compile (each shape compiles for seconds)")
     p.add_argument("--compile-budget-s", type=float, default=100.0)
+    p.add_argument("--peer-layers", type=int, default=4, help="layers rotated through in the peers part")
     return p
 
 
@@ -108,6 +109,18 @@ def main(argv=None) -> int:
             save()
         del layers
         torch.cuda.empty_cache()
+    if parts & {"peers", "fused", "digest"}:
+        from refit_verify.bench import peers
+
+        if "peers" in parts:
+            res["peers"] = peers.bench_quant_peers(copy["gbps"], args.peer_layers, compile_budget_s=args.compile_budget_s)
+            save()
+        if "fused" in parts:
+            res["fused"] = peers.bench_fused_verify()
+            save()
+        if "digest" in parts:
+            res["digest"] = peers.bench_digest(copy["gbps"])
+            save()
     if "verify" in parts:
         res["verify"] = bench_verify(args.models.split(","))
         save()
@@ -170,7 +183,7 @@ def bench_verify(models) -> list:
 def render_md(res: dict) -> str:
     d = res["device"]
     lines = ["# refit-verify bench", "", f"- card: **{d['card']}** x{d['n_gpus']} ({d['sms']} SMs), torch {d['torch']}, "
-             f"CUDA {d['cuda']}, triton {d['triton']}", f"- command: `{res['command']}`",
+             f"CUDA {d['cuda']}, triton {d['triton']}; clocks (SM, SM max, memory, driver) at start: {d.get('clocks', '?')}", f"- command: `{res['command']}`",
              f"- cast semantics: overflow {d['cast']['overflow']}, inf {d['cast']['inf']}; kernel device facts {d['kernel_device_facts']}"]
     if "copy" in res:
         lines.append(f"- device-to-device copy: **{res['copy']['gbps']:.0f} GB/s** (bytes read + written, median of {res['copy']['reps']})")
@@ -186,6 +199,7 @@ def render_md(res: dict) -> str:
                              f"{100 * r['frac_copy']:.1f} | {r['ms_model_32_layers']:.1f} |")
             else:
                 lines.append(f"| {r['impl']} | {r['recipe']} | {r.get('error') or r.get('skipped')} | | | |")
+    lines += _render_peers(res)
     if res.get("verify"):
         lines += ["", "## Streaming verifier (whole model, weights resident)", "",
                   "| model | pair | s | peak extra MiB | x largest fp8 tensor | equal |", "|---|---|---|---|---|---|"]
@@ -205,6 +219,33 @@ def render_md(res: dict) -> str:
                      f"fp8_before / fp8_after = {r['ratio_fp8_before_over_fp8_after']:.3f}; "
                      f"engine FP8 bytes equal across paths: {r['engine_fp8_equal']} ({r['n_fp8_compared']} tensors)")
     return "\n".join(lines) + "\n"
+
+
+def _render_peers(res: dict) -> list:
+    lines = []
+    if res.get("peers"):
+        lines += ["", "## Peers, one run, one card (Llama-3.1-8B linear set, 7 linears a layer, median of device events)", "",
+                  "| what | recipe | ms/layer | % of copy BW | ms/32 layers |", "|---|---|---|---|---|"]
+        for r in res["peers"]:
+            if "ms_per_layer" in r:
+                lines.append(f"| {r['impl']} | {r['recipe']} | {r['ms_per_layer']:.4f} | {100 * r['frac_copy']:.1f}% | "
+                             f"{r['ms_model_32_layers']:.2f} |")
+            else:
+                lines.append(f"| {r['impl']} | {r['recipe']} | {r.get('error') or r.get('skipped')} | | |")
+    if res.get("fused"):
+        lines += ["", "## Fused verifier, whole model (both sides Triton, one read of each weight)", "",
+                  "| model | pair | ms (median) | equal | codes differ | scales differ | peak extra MiB | largest tensor MiB |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in res["fused"]:
+            lines.append(f"| {r['model']} | {r['pair']} | {r['ms_median']:.2f} | {r['n_equal']}/{r['n_fp8']} | "
+                         f"{r['n_code_mismatch']} | {r['n_scale_mismatch']} | {r['peak_extra_bytes'] / 2**20:.1f} | "
+                         f"{r['largest_tensor_bytes'] / 2**20:.0f} |")
+    if res.get("digest"):
+        r = res["digest"]
+        lines += ["", f"## Digest kernel: {r['model']}, {r['n_tensors']} FP8 tensors, {r['bytes'] / 1e9:.2f} GB: "
+                  f"**{r['ms']:.2f} ms** ({r['gbps_read']:.0f} GB/s read, {100 * r['frac_copy']:.0f}% of the copy figure); "
+                  f"equals the CPU definition: {r['equals_cpu_definition']}"]
+    return lines
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Two processes (spawned here, loopback rendezvous), rank 0 = trainer, rank 1 = engine. Tensors
 are packed as flat uint8 into buckets of min(2% of GPU memory, 5 GiB) and broadcast from rank 0
-(NeMo-RL's packed transport, REFERENCE §5). Paths, each timed from a common barrier until the
+(NeMo-RL's packed transport, FACTS.md §5). Paths, each timed from a common barrier until the
 engine has every tensor in its final dtype:
 
 - bf16:        BF16 payload, the engine keeps BF16 (transport alone)

@@ -1,4 +1,4 @@
-"""Magnitude metrics used by peers (REFERENCE.md §6), computed in float64, NaN-aware."""
+"""Magnitude metrics used by peers (FACTS.md §6), computed in float64, NaN-aware."""
 
 from __future__ import annotations
 

@@ -13,21 +13,20 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
 import torch
 
 from refit_verify.cases import case_seed
-from refit_verify.fp8 import format as fmt
+from refit_verify.compare.bitwise import TensorComparison, compare_fp8
 from refit_verify.fp8.presets import get_recipe
 
-CHUNK_ELEMS = 1 << 22  # rows per chunk chosen so one chunk holds ~4M elements (16 MB in fp32)
 _NOT_FP8 = ("norm", "embed_tokens", "lm_head", "mlp.gate.weight", "shared_expert_gate")
 
 
 def default_is_fp8(name: str, shape) -> bool:
-    """The name heuristic of REFERENCE §5 minus its known false positives (router, shared gate)."""
+    """The name heuristic of FACTS.md §5 minus its known false positives (router, shared gate)."""
     return len(shape) == 2 and name.endswith(".weight") and not any(s in name for s in _NOT_FP8)
 
 
@@ -49,27 +48,12 @@ def make_quantizer(recipe, impl: str = "reference", **kw) -> Callable:
     else:
         raise ValueError(f"unknown impl {impl!r}")
     fn.label = f"{impl}:{r.name}"
+    if impl == "triton" and not kw:
+        from refit_verify.fp8.kernels.fused_verify import fused_supported
+
+        if fused_supported(r):
+            fn.fused_recipe = r  # verify_stream may compare two such sides in one fused kernel
     return fn
-
-
-@dataclass
-class TensorVerdict:
-    name: str
-    shape: tuple
-    equal: bool
-    n_code_mismatch: int
-    n_scale_mismatch: int
-    n_elements: int
-    first_block: Optional[tuple] = None  # (block_row, block_col) of the first differing element/scale
-    first_element: Optional[tuple] = None
-    max_code_ulp: int = 0  # largest fp8 step distance among differing finite codes
-    nan_codes: tuple = (0, 0)
-    rel_l2_a: float = 0.0  # each side's quantization error vs the BF16 source
-    rel_l2_b: float = 0.0
-    rel_l2_ab: float = 0.0  # the two dequantized results against each other
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -86,108 +70,107 @@ class StreamResult:
     peak_extra_bytes: Optional[int] = None
     largest_tensor_bytes: int = 0
     largest_fp8_tensor_bytes: int = 0
-    mismatched: list = field(default_factory=list)  # TensorVerdict of every differing tensor
-    verdicts: list = field(default_factory=list)  # all fp8 verdicts when keep_all
+    mismatched: list = field(default_factory=list)  # TensorComparison of every differing tensor
+    verdicts: list = field(default_factory=list)  # every fp8 TensorComparison when keep_all
 
     @property
     def equal(self) -> bool:
         return self.n_equal == self.n_fp8
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["equal"] = self.equal
-        return d
+        d = {k: v for k, v in vars(self).items() if k not in ("mismatched", "verdicts")}
+        return dict(d, equal=self.equal, mismatched=[v.to_dict() for v in self.mismatched],
+                    verdicts=[v.to_dict() for v in self.verdicts])
 
 
-def code_bytes(t: torch.Tensor) -> torch.Tensor:
-    """fp8 compared as bytes: +0/-0 and NaN payloads are differences (a float compare hides them)."""
-    return fmt.codes(t)
+def compare_streamed(name: str, w: torch.Tensor, a, b, metrics: bool = True) -> TensorComparison:
+    """Bitwise compare of two QuantizedTensors of `w`, chunk by chunk on w's device (compare_fp8);
+    metrics: each side's error against `w` too."""
+    block = tuple(getattr(getattr(a, "recipe", None), "block", (128, 128)))
+    return compare_fp8(a.data, a.scale_inv, b.data, b.scale_inv, block, name, source=w if metrics else None)
 
 
-def scale_bits(s: torch.Tensor) -> torch.Tensor:
-    """Scales compared as int32 bits (a 1-ulp scale difference is a refit difference)."""
-    return s.float().contiguous().view(torch.int32)
+FUSED_BATCH_BYTES = 2 << 30  # weights checked per fused launch
 
 
-def _expand(scale_rows: torch.Tensor, rows: int, n: int) -> torch.Tensor:
-    return scale_rows.repeat_interleave(128, 0)[:rows].repeat_interleave(128, 1)[:, :n]
+def _fused_pair(quantize_a, quantize_b):
+    ra, rb = getattr(quantize_a, "fused_recipe", None), getattr(quantize_b, "fused_recipe", None)
+    return (ra, rb) if ra is not None and rb is not None else None
 
 
-def _finite0(x: torch.Tensor) -> torch.Tensor:
-    return torch.where(torch.isfinite(x), x, torch.zeros((), dtype=x.dtype, device=x.device))
+def fused_verdicts(items, recipe_a, recipe_b, metrics: bool = True) -> list:
+    """TensorVerdicts of (name, w) items (one dtype, one device) from one fused-verifier launch:
+    each weight read once, both recipes' codes compared in registers (fp8/kernels/fused_verify.py)."""
+    from refit_verify.fp8.kernels.fused_verify import fused_block_stats, verdict_rows
+
+    ws = [w if w.stride(1) == 1 else w.contiguous() for _, w in items]
+    iout, fout, counts = fused_block_stats(ws, recipe_a, recipe_b, metrics)
+    out = []
+    for (name, w), row in zip(items, verdict_rows(ws, iout, fout, counts)):
+        m, n = w.shape
+        w2, ea2, eb2, eab2 = row["sums"]
+        differ = bool(row["n_code_mismatch"] or row["n_scale_mismatch"])
+        if not differ:
+            eb2, eab2 = ea2, 0.0
+        first_el, first_block = row["first_element"], None
+        if first_el is not None:
+            first_block = (first_el[0] // 128, first_el[1] // 128)
+        sfirst = row["first_scale_block"]
+        if sfirst is not None and (first_block is None or sfirst < first_block):
+            first_block = sfirst
+        rel = (lambda e: math.sqrt(e / w2) if w2 > 0 else (0.0 if e == 0 else math.inf))
+        out.append(TensorVerdict(
+            name=name, shape=(m, n), equal=not differ, n_code_mismatch=row["n_code_mismatch"],
+            n_scale_mismatch=row["n_scale_mismatch"], n_elements=m * n, first_block=first_block,
+            first_element=first_el, max_code_ulp=row["max_code_ulp"], nan_codes=row["nan_codes"],
+            rel_l2_a=rel(ea2) if metrics else 0.0, rel_l2_b=rel(eb2) if metrics else 0.0,
+            rel_l2_ab=rel(eab2) if metrics else 0.0))
+    return out
 
 
-def compare_streamed(name: str, w: torch.Tensor, a, b, metrics: bool = True) -> TensorVerdict:
-    """Bitwise compare of two QuantizedTensors of `w`, chunk by chunk on w's device.
+def _fusable(w) -> bool:
+    import os
 
-    Counts stay on the device until the tensor is done (one host sync per tensor, not per chunk);
-    the location and ulp distance of differences are computed only when there are some.
-    """
-    m, n = w.shape
-    dev = w.device
-    ca, cb = code_bytes(a.data), code_bytes(b.data)
-    sa, sb = a.scale_inv.float(), b.scale_inv.float()
-    scale_diff = scale_bits(sa) != scale_bits(sb)
-    rows_per = max(128, (CHUNK_ELEMS // max(n, 1)) // 128 * 128)
-    chunks = [(r0, min(m, r0 + rows_per)) for r0 in range(0, m, rows_per)]
-    counts = torch.zeros(4, dtype=torch.int64, device=dev)  # code diffs, nan a, nan b, scale diffs
-    counts[3] = scale_diff.sum()
-    for r0, r1 in chunks:
-        xa, xb = ca[r0:r1], cb[r0:r1]
-        counts[0] += (xa != xb).sum()
-        counts[1] += fmt.is_nan_code(xa).sum()
-        counts[2] += fmt.is_nan_code(xb).sum()
-    n_code, nan_a, nan_b, n_scale = (int(v) for v in counts.tolist())
-    differ = bool(n_code or n_scale)
-    first_el, max_ulp = None, 0
-    if n_code:
-        for r0, r1 in chunks:
-            xa, xb = ca[r0:r1], cb[r0:r1]
-            diff = xa != xb
-            if first_el is None and bool(diff.any()):
-                flat = int(torch.argmax(diff.view(-1).to(torch.uint8)))
-                first_el = (r0 + flat // n, flat % n)
-            fin = diff & ~fmt.is_nan_code(xa) & ~fmt.is_nan_code(xb)
-            if bool(fin.any()):
-                max_ulp = max(max_ulp, int((fmt.ordered_code(xa[fin]) - fmt.ordered_code(xb[fin])).abs().max()))
-    sums = torch.zeros(4, dtype=torch.float64, device=dev)  # |w|^2, |w-a|^2, |w-b|^2, |a-b|^2
-    if metrics:
-        for r0, r1 in chunks:
-            src = _finite0(w[r0:r1].float())
-            blk = slice(r0 // 128, math.ceil(r1 / 128))
-            da = _finite0(a.data[r0:r1].float() * _expand(sa[blk], r1 - r0, n))
-            sums[0] += src.square().sum()
-            sums[1] += (src - da).square().sum()
-            if differ:
-                db = _finite0(b.data[r0:r1].float() * _expand(sb[blk], r1 - r0, n))
-                sums[2] += (src - db).square().sum()
-                sums[3] += (da - db).square().sum()
-    w2, ea2, eb2, eab2 = sums.tolist()
-    if not differ:
-        eb2 = ea2
-    first_block = None
-    if first_el is not None:
-        first_block = (first_el[0] // 128, first_el[1] // 128)
-    if n_scale:
-        sb_first = tuple(int(v) for v in scale_diff.nonzero()[0])
-        if first_block is None or sb_first < first_block:
-            first_block = sb_first
-    rel = (lambda e: math.sqrt(e / w2) if w2 > 0 else (0.0 if e == 0 else math.inf))
-    return TensorVerdict(
-        name=name, shape=(m, n), equal=not differ, n_code_mismatch=n_code,
-        n_scale_mismatch=n_scale, n_elements=m * n, first_block=first_block, first_element=first_el,
-        max_code_ulp=max_ulp, nan_codes=(nan_a, nan_b), rel_l2_a=rel(ea2), rel_l2_b=rel(eb2),
-        rel_l2_ab=rel(eab2),
-    )
+    return (w.is_cuda or os.environ.get("TRITON_INTERPRET") == "1") and w.dim() == 2 and w.numel() > 0 \
+        and w.dtype in (torch.bfloat16, torch.float16, torch.float32)
+
+
+def _add_verdict(res: StreamResult, v: TensorVerdict, keep_all: bool) -> None:
+    res.n_fp8 += 1
+    res.n_elements += v.n_elements
+    res.n_code_mismatch += v.n_code_mismatch
+    res.n_scale_mismatch += v.n_scale_mismatch
+    res.n_equal += v.equal
+    if not v.equal:
+        res.mismatched.append(v)
+    if keep_all:
+        res.verdicts.append(v)
 
 
 def verify_stream(weights: Iterable, quantize_a: Callable, quantize_b: Callable,
                   is_fp8: Callable = default_is_fp8, metrics: bool = True, keep_all: bool = False,
-                  measure_memory: bool = True) -> StreamResult:
-    """Quantize each (name, tensor) both ways and compare; one tensor's two copies alive at a time."""
+                  measure_memory: bool = True, fused: bool = True) -> StreamResult:
+    """Quantize each (name, tensor) both ways and compare; one tensor's two copies alive at a time.
+
+    When both quantizers are Triton kernels of supported recipes (make_quantizer sets
+    `fused_recipe`) and the weights are on a GPU, batches of weights go through the fused verifier
+    instead (no quantized copy is materialised; `fused=False` forces the two-copy path). A batch
+    holds up to FUSED_BATCH_BYTES of weights: resident weights cost nothing extra, weights that
+    the iterator creates are kept alive until their batch is checked.
+    """
     res = StreamResult(getattr(quantize_a, "label", "a"), getattr(quantize_b, "label", "b"))
     cuda = None
     t0 = time.perf_counter()
+    pair = _fused_pair(quantize_a, quantize_b) if fused else None
+    batch, batch_bytes = [], 0
+
+    def flush():
+        nonlocal batch, batch_bytes
+        if batch:
+            for v in fused_verdicts(batch, pair[0], pair[1], metrics):
+                _add_verdict(res, v, keep_all)
+        batch, batch_bytes = [], 0
+
     for name, w in weights:
         if cuda is None:
             cuda = w.is_cuda
@@ -202,19 +185,20 @@ def verify_stream(weights: Iterable, quantize_a: Callable, quantize_b: Callable,
         if not is_fp8(name, tuple(w.shape)):
             continue
         res.largest_fp8_tensor_bytes = max(res.largest_fp8_tensor_bytes, nbytes)
+        if pair is not None and _fusable(w):
+            if batch and (batch[0][1].dtype != w.dtype or batch[0][1].device != w.device
+                          or batch_bytes + nbytes > FUSED_BATCH_BYTES):
+                flush()
+            batch.append((name, w))
+            batch_bytes += nbytes
+            continue
+        flush()  # keep the verdicts in the weights' order
         a = quantize_a(w, name)
         b = quantize_b(w, name)
         v = compare_streamed(name, w, a, b, metrics)
         del a, b
-        res.n_fp8 += 1
-        res.n_elements += v.n_elements
-        res.n_code_mismatch += v.n_code_mismatch
-        res.n_scale_mismatch += v.n_scale_mismatch
-        res.n_equal += v.equal
-        if not v.equal:
-            res.mismatched.append(v)
-        if keep_all:
-            res.verdicts.append(v)
+        _add_verdict(res, v, keep_all)
+    flush()
     if cuda:
         torch.cuda.synchronize()
         if measure_memory:

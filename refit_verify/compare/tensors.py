@@ -13,7 +13,7 @@ HEATMAP_TENSORS = 6  # worst tensors that get a per-block heatmap (bounded repor
 
 
 def tensor_row(cmp, err_a: Optional[dict] = None, err_b: Optional[dict] = None, **extra) -> dict:
-    """Flatten a BitwiseResult (plus each side's error vs BF16, when known) into a table row."""
+    """Flatten a TensorComparison (plus each side's error vs BF16, when known) into a table row."""
     row = {
         "tensor": cmp.tensor,
         "shape": list(cmp.shape),
@@ -22,7 +22,7 @@ def tensor_row(cmp, err_a: Optional[dict] = None, err_b: Optional[dict] = None, 
         "code_mismatch_rate": cmp.code_mismatch_rate,
         "n_scale_mismatch": cmp.n_scale_mismatch,
         "n_blocks": cmp.n_blocks,
-        "blocks_with_code_mismatch": int((cmp.block_mismatch_counts > 0).sum()) if cmp.block_mismatch_counts.numel() else 0,
+        "blocks_with_code_mismatch": len(cmp.mismatched_blocks(limit=None)),
         "nan_codes": list(cmp.nan_codes),
         "ulp_histogram": {str(k): v for k, v in cmp.ulp_histogram.items()},
         "first_mismatch": cmp.first_mismatch.describe() if cmp.first_mismatch else "",
@@ -40,7 +40,8 @@ def tensor_row(cmp, err_a: Optional[dict] = None, err_b: Optional[dict] = None, 
 
 def heatmap_rows(results: list) -> list[dict]:
     """Per-block code-mismatch counts for the worst tensors (most mismatching codes first)."""
-    worst = sorted((r for r in results if r.n_code_mismatch > 0), key=lambda r: (-r.n_code_mismatch, r.tensor))
+    worst = sorted((r for r in results if r.n_code_mismatch > 0 and r.block_mismatch_counts is not None),
+                   key=lambda r: (-r.n_code_mismatch, r.tensor))
     return [
         {"tensor": r.tensor, "block": list(r.block), "counts": r.block_mismatch_counts.tolist()}
         for r in worst[:HEATMAP_TENSORS]

@@ -19,6 +19,7 @@ import math
 import os
 import tempfile
 import traceback
+import weakref
 from typing import Any, Iterable
 
 BLOCK = [128, 128]
@@ -26,6 +27,8 @@ SUPPORTED_VLLM = "0.33.0"
 KERNEL_NAME = "CpuTestFp8BlockKernel"  # same name the golden generator recorded
 
 _state: dict[str, Any] = {}
+# what this module built -> how (ctor kwargs of a layer, VllmConfig of a model), without touching vLLM's objects
+_built: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def vllm_available() -> tuple[bool, str]:
@@ -54,7 +57,7 @@ def _default_dtype(dtype):
         torch.set_default_dtype(old)
 
 
-def _quant_cfg_json() -> dict:
+def quant_cfg_json() -> dict:
     return {"quant_method": "fp8", "activation_scheme": "dynamic",
             "weight_block_size": list(BLOCK), "fmt": "e4m3"}
 
@@ -66,7 +69,7 @@ def _llama_config(hidden, inter, heads, kv_heads, layers, vocab) -> dict:
             "num_hidden_layers": layers, "vocab_size": vocab,
             "max_position_embeddings": 256, "rms_norm_eps": 1e-5,
             "torch_dtype": "bfloat16", "tie_word_embeddings": False,
-            "quantization_config": _quant_cfg_json()}
+            "quantization_config": quant_cfg_json()}
 
 
 def _make_vllm_config(folder: str):
@@ -82,13 +85,13 @@ def _make_vllm_config(folder: str):
 
 
 def _install_cpu_substitutes():
-    """The two substitutions REFERENCE.md §4 calls for. On CPU vLLM resolves to
+    """The two substitutions FACTS.md §4 calls for. On CPU vLLM resolves to
     UnspecifiedPlatform, which offers no FP8 block kernel and no attention backend."""
     from vllm.model_executor.kernels.linear import register_linear_kernel
     from vllm.model_executor.kernels.linear.scaled_mm.triton import (
         TritonFp8BlockScaledMMKernel,
     )
-    from vllm.platforms import current_platform
+    from vllm.platforms import PlatformEnum, current_platform
     from vllm.v1.attention.backends.registry import AttentionBackendEnum
 
     # Subclass of a real kernel so process_weights_after_loading is vLLM's own
@@ -98,7 +101,7 @@ def _install_cpu_substitutes():
         "is_supported": classmethod(lambda cls, compute_capability=None: (True, None)),
         "__doc__": "TritonFp8BlockScaledMMKernel whose support check passes on CPU.",
     })
-    register_linear_kernel(kernel, current_platform._enum, "fp8_block")
+    register_linear_kernel(kernel, PlatformEnum.UNSPECIFIED, "fp8_block")  # only called there
 
     # UnspecifiedPlatform.get_attn_backend_cls returns "" -> Attention() raises.
     # Shadow it on the platform instance only, pointing at vLLM's CPU backend.
@@ -137,7 +140,7 @@ def init_cpu_vllm():
 
     # The CUDA wheel on a GPU-less host resolves to UnspecifiedPlatform. On a real
     # platform (CUDA, vLLM's CPU build) leave vLLM's own kernel/backend choice alone.
-    unspecified = current_platform._enum.name == "UNSPECIFIED"
+    unspecified = current_platform.is_unspecified()
     _state["kernel"] = _install_cpu_substitutes() if unspecified else None
     _state["config"] = cfg
     _state["tmp"] = tmp
@@ -219,8 +222,8 @@ def build_linear(kind: str, shard_sizes, K: int, head_size: int | None = None):
     """Real vLLM linear layer with block-FP8 Fp8Config, no bias, TP=1.
     kind: "qkv" (shard_sizes=[q,k,v]; head_size defaults to gcd(q,k)),
     "merged" (MergedColumnParallelLinear, shards 0..n-1), "row" (RowParallelLinear,
-    [N]), "column" (ColumnParallelLinear, [N]). The ctor kwargs used are kept on
-    the layer as `_refit_ctor_kwargs`."""
+    [N]), "column" (ColumnParallelLinear, [N]). `ctor_kwargs_of(layer)` gives the
+    constructor kwargs used."""
     from vllm.config import set_current_vllm_config
     from vllm.model_executor.layers import linear as L
 
@@ -240,9 +243,18 @@ def build_linear(kind: str, shard_sizes, K: int, head_size: int | None = None):
     with set_current_vllm_config(cfg), _default_dtype(_torch().bfloat16):
         layer = cls(**kw, bias=False, quant_config=fp8_block_quant_config(),
                     prefix=f"refit_verify.{kind}")
-    layer._refit_ctor_kwargs = kw
-    layer._refit_kind = kind
+    _built[layer] = kw
     return layer
+
+
+def ctor_kwargs_of(layer) -> dict:
+    """The constructor kwargs build_linear gave `layer`."""
+    return _built[layer]
+
+
+def vllm_config_of(model):
+    """The VllmConfig load_llama_from_folder built `model` under (None for other models)."""
+    return _built.get(model)
 
 
 def _torch():
@@ -384,7 +396,7 @@ def load_llama_from_folder(folder: str):
     cfg = _make_vllm_config(os.path.abspath(folder))
     with set_current_vllm_config(cfg), _default_dtype(_torch().bfloat16):
         model = get_model(vllm_config=cfg)
-    model._refit_vllm_config = cfg
+    _built[model] = cfg
     return model
 
 
@@ -401,7 +413,7 @@ def load_weights_into(model, weights: Iterable, process: bool = False) -> dict:
     Returns {"loaded": set of vLLM names, "params": {name: clone}}."""
     from vllm.config import set_current_vllm_config
 
-    cfg = getattr(model, "_refit_vllm_config", None) or init_cpu_vllm()
+    cfg = vllm_config_of(model) or init_cpu_vllm()
     with set_current_vllm_config(cfg):
         loaded = model.load_weights((n, _as_fp8(t) if n.endswith(".weight") else t)
                                     for n, t in weights)

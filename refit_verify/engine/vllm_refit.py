@@ -1,10 +1,10 @@
 """`refit-verify run --engine vllm`: both refit paths through the *real* vLLM loader.
 
-Same result shape as the reference `refit_verify.refit.run.run_refit` (a RefitResult), but the
-engine is vLLM 0.33's LlamaForCausalLM built on CPU by `get_model` (refit_verify.engine.vllm_cpu),
-and each transported batch goes to its `model.load_weights`. After the refit the engine's
-parameters are copied into a reference `EngineStore` (placement "vllm") together with what was
-sent, so the reference comparisons, error-vs-source metrics and post-load checks apply unchanged.
+The one refit driver (`refit_verify.refit.run.run_refit`) with `VllmEngine`, an Engine adapter of
+vLLM 0.33's LlamaForCausalLM built on CPU by `get_model` (refit_verify.engine.vllm_cpu): each
+transported batch goes to its `model.load_weights`. After the refit the engine's parameters are
+adopted by a reference `EngineStore` (placement "vllm") together with what was sent, so the
+reference's post-load checks apply unchanged; comparisons and error metrics use vLLM's own state.
 
 What real vLLM does differently from the reference loader, reported as findings:
 - FP8-after: vLLM 0.33 does not quantize BF16 on load. The BF16 values are value-cast into the
@@ -26,6 +26,7 @@ from typing import Optional
 import torch
 
 from refit_verify.fp8 import quantize
+from refit_verify.layout import SINGLE, Rank
 
 SCALE_SUFFIX = "_scale_inv"
 ENGINE = "vllm"
@@ -33,7 +34,7 @@ ENGINE = "vllm"
 
 def vllm_llama_config(cfg) -> dict:
     """HF config.json for vLLM's LlamaForCausalLM with a block-FP8 quantization_config."""
-    from refit_verify.engine.vllm_cpu import _quant_cfg_json
+    from refit_verify.engine.vllm_cpu import quant_cfg_json
 
     unsupported = [k for k, v in (("bf16_layers", cfg.bf16_layers), ("moe_router_experts", cfg.moe_router_experts),
                                   ("extra_linears", cfg.extra_linears), ("v_head_dim", cfg.v_head_dim),
@@ -49,7 +50,7 @@ def vllm_llama_config(cfg) -> dict:
             "num_hidden_layers": cfg.num_hidden_layers, "vocab_size": cfg.vocab_size,
             "max_position_embeddings": 256, "rms_norm_eps": cfg.rms_norm_eps, "rope_theta": cfg.rope_theta,
             "torch_dtype": "bfloat16", "tie_word_embeddings": cfg.tie_word_embeddings,
-            "quantization_config": _quant_cfg_json()}
+            "quantization_config": quant_cfg_json()}
 
 
 def fp8_hf_names(cfg) -> set:
@@ -86,44 +87,6 @@ def build_engine(cfg, initial_weights: dict, recipe="vllm_per_block", folder: Op
     return vllm_cpu.load_llama_from_folder(folder)
 
 
-def mirror_into_store(params: dict, store, sent: dict):
-    """Copy vLLM's parameters into a reference EngineStore and record what was sent, so the
-    reference's comparisons and post-load checks judge the real engine's state."""
-    from refit_verify.refit.loader import FP8_DTYPES
-
-    missing = []
-    for prefix, lin in store.linears.items():
-        for suffix, dst in (("weight", lin.weight), ("weight_scale_inv", lin.weight_scale_inv)):
-            if dst is None:
-                continue
-            src = params.get(f"{prefix}.{suffix}")
-            if src is None:
-                missing.append(f"{prefix}.{suffix}")
-                continue
-            # bit copy for fp8 (a value cast of uint8 bytes would be wrong), value copy otherwise
-            dst.copy_(src.view(dst.dtype) if dst.dtype in FP8_DTYPES and src.dtype == torch.uint8 else src)
-    for name, dst in store.plain.items():
-        if name in params:
-            dst.copy_(params[name])
-        else:
-            missing.append(name)
-    for name, t in sent.items():
-        is_scale = name.endswith(SCALE_SUFFIX)
-        route = store._route.get(name[: -len(SCALE_SUFFIX)] if is_scale else name)
-        if route is None:
-            continue
-        if route[0] == "plain":
-            store.plain_loaded.add(name)
-            continue
-        lin, i = store.linears[route[1]], route[2]
-        if is_scale:
-            lin.sent_scales[i] = t.detach().float().clone()
-            lin.loaded.add(("scale", i))
-        else:
-            lin.loaded.add(("weight", i))
-    return missing
-
-
 def _patched_batch(batch, recipe):
     """NeMo-RL's patched load_weights: quantize BF16 FP8-eligible weights before vLLM sees them."""
     out = []
@@ -135,6 +98,91 @@ def _patched_batch(batch, recipe):
         else:
             out.append((name, t))
     return out
+
+
+class VllmEngine:
+    """The real vLLM 0.33 LlamaForCausalLM on CPU as an adapter of the Engine protocol (refit/engine.py).
+
+    Each batch goes to the model's own `load_weights`. At `finish_refit` the model's parameters are
+    adopted by a reference EngineStore (`store`, together with what was sent), so the reference's
+    post-load checks judge the real engine's state; `state()` returns vLLM's own parameters.
+    """
+
+    name = ENGINE
+    layout = SINGLE
+
+    def __init__(self, cfg, initial_weights: dict, recipe, *, path: str = "", process: bool = True,
+                 patched_loader: bool = False):
+        from refit_verify.refit.loader import EngineStore
+
+        self.cfg, self.recipe, self.path, self.process, self.patched = cfg, recipe, path, process, patched_loader
+        self.model = build_engine(cfg, initial_weights, recipe)
+        self.store = EngineStore(cfg, placement="vllm", recipe=recipe, path=path)
+        self.sent: dict = {}
+        self.findings: list = []
+        self.complete = True
+
+    def fp8_hf_names(self) -> set[str]:
+        return fp8_hf_names(self.cfg)
+
+    def begin_refit(self, metadata: Optional[dict] = None) -> None:
+        self.sent, self.findings, self.complete = {}, [], True  # vLLM 0.33 ignores metadata: it copies what arrives
+
+    def receive(self, batch) -> None:
+        from refit_verify.engine import vllm_cpu
+        from refit_verify.refit.findings import Finding
+
+        if not self.complete:
+            return  # the loader raised on an earlier batch; a real refit stops there
+        batch = list(batch)
+        if self.patched and self.path == "after":
+            batch = _patched_batch(batch, self.recipe)
+        self.sent.update(batch)
+        try:
+            vllm_cpu.load_weights_into(self.model, batch, process=False)
+        except Exception as exc:  # the real loader raises plain exceptions: report, don't crash the run
+            self.complete = False
+            self.findings.append(Finding("load_failed", getattr(exc, "tensor", None) or "<vllm load_weights>",
+                                         f"{type(exc).__name__}: {exc}", path=self.path))
+
+    def finish_refit(self) -> None:
+        from refit_verify.engine import vllm_cpu
+        from refit_verify.refit.findings import Finding
+        from refit_verify.refit.postload import post_load_findings
+
+        if self.process and self.complete:
+            vllm_cpu.load_weights_into(self.model, [], process=True)
+        params = vllm_cpu.named_params(self.model)
+        for name in self.store.adopt(params, self.sent):
+            self.findings.append(Finding("never_loaded", name, "the vLLM model has no such parameter", path=self.path))
+        post = post_load_findings(self.store)
+        if self.path == "after" and not self.patched:
+            # vLLM wrote no scale: the shards' missing_scale findings are this one finding's symptoms.
+            post = [f for f in post if f.hazard != "missing_scale"]
+            self.findings.extend(no_online_quant_findings(self.cfg, params, self.sent, self.path))
+        self.findings.extend(post)
+
+    def state(self):
+        from refit_verify.engine import vllm_cpu
+        from refit_verify.refit.engine import EngineState
+
+        return EngineState(SINGLE, {Rank(): vllm_cpu.named_params(self.model)}, list(self.findings),
+                           {"engine": self.name, "recipe": self.recipe.name, "placement": "vllm (real loader)",
+                            "path": self.path, "block": tuple(self.store.block)}, self.complete)
+
+
+class VllmEngineFactory:
+    """A fresh real-vLLM engine per refit path, each starting from the checkpoint of `initial_weights`."""
+
+    def __init__(self, initial_weights: dict, *, process: bool = True, patched_loader: bool = False,
+                 initial_seed=None, vllm: str = ""):
+        self.initial, self.process, self.patched = initial_weights, process, patched_loader
+        self.options = dict(engine=ENGINE, vllm=vllm, placement="vllm (real loader)",
+                            detection="none (vLLM copies what arrives)", process=process,
+                            patched_loader=patched_loader, initial_seed=initial_seed)
+
+    def __call__(self, cfg, path: str, recipe) -> VllmEngine:
+        return VllmEngine(cfg, self.initial, recipe, path=path, process=self.process, patched_loader=self.patched)
 
 
 def run_refit_vllm(config, weights: Optional[dict] = None, before="vllm_per_block", after=None, *, seed: int = 0,
@@ -150,109 +198,45 @@ def run_refit_vllm(config, weights: Optional[dict] = None, before="vllm_per_bloc
     initial_seed: weights of the checkpoint the engine starts from (default seed + 1: the previous
         policy); each path gets a fresh engine.
     process: rerun vLLM's process_weights_after_loading after the refit, as RL frameworks do.
-    result.stores[path] are EngineStore mirrors of the vLLM state; result.engines[path] the models.
+    result.states[path] hold vLLM's parameters; result.stores[path] the reference mirrors of them.
     """
     from refit_verify.engine import vllm_cpu
-    from refit_verify.fp8.format import probe_cast_semantics
+    from refit_verify.model.config import ModelConfig, load_config
     from refit_verify.model.weights import synthesize_weights
-    from refit_verify.refit import run as R
-    from refit_verify.refit.exporter import TrainerExporter
-    from refit_verify.refit.findings import Finding
-    from refit_verify.refit.loader import EngineStore
-    from refit_verify.refit.postload import post_load_findings
-    from refit_verify.refit.selection import resolve_selection
-    from refit_verify.refit.transport import DEFAULT_ALIGNMENT, InProcessTransport
+    from refit_verify.refit.run import run_refit
+    from refit_verify.refit.transport import DEFAULT_ALIGNMENT
 
     ok, why = vllm_cpu.vllm_available()
     if not ok:
         raise RuntimeError(f"--engine vllm needs vllm=={vllm_cpu.SUPPORTED_VLLM}: {why}")
     vllm_cpu.init_cpu_vllm()
-    alignment = alignment or DEFAULT_ALIGNMENT
-    cfg, weights, after_recipe, bucket_bytes = R.resolve_refit_inputs(config, weights, before, after, seed=seed,
-                                                                     layers=layers, bucket_bytes=bucket_bytes,
-                                                                     alignment=alignment)
+    cfg = config if isinstance(config, ModelConfig) else load_config(config, layers=layers)
+    if isinstance(config, ModelConfig) and layers is not None:
+        cfg = cfg.with_layers(layers)
+    vllm_llama_config(cfg)  # refuse unsupported layers before building anything
     initial_seed = seed + 1 if initial_seed is None else initial_seed
-    initial = synthesize_weights(cfg, initial_seed)
-    options = dict(engine=ENGINE, vllm=why, selection=selection if isinstance(selection, str) else repr(selection),
-                   placement="vllm (real loader)", detection="none (vLLM copies what arrives)",
-                   bucket_bytes=bucket_bytes, alignment=alignment, transport="inprocess", process=process,
-                   patched_loader=patched_loader, seed=seed, initial_seed=initial_seed,
-                   layers=cfg.num_hidden_layers)
-    result = R.RefitResult(cfg.name, R._quantizer_name(before), after_recipe.name, options, probe_cast_semantics(),
-                           {}, [], [])
-    result.engines = {}
-    for path in paths:
-        store = EngineStore(cfg, placement="vllm", recipe=after_recipe, path=path)
-        findings, completed, sent, export_summary, transfer = [], True, {}, {}, {}
-        model = build_engine(cfg, initial, after_recipe)
-        loaded_names = set()
-        try:
-            sel = resolve_selection(selection, store)
-            exporter = TrainerExporter(weights, path, before, sel)
-            export_summary = exporter.summary().to_dict()
-            if path == "before":
-                findings.extend(R.selection_findings(exporter.fp8_names, store, path))
-            metadata = exporter.metadata()
-            tr = InProcessTransport(bucket_bytes, alignment)
-            for batch in tr.transfer(exporter, metadata):
-                if patched_loader and path == "after":
-                    batch = _patched_batch(batch, after_recipe)
-                for n, t in batch:
-                    sent[n] = t
-                r = vllm_cpu.load_weights_into(model, batch, process=False)
-                loaded_names |= r["loaded"]
-            transfer = tr.stats.to_dict()
-        except Exception as exc:  # the real loader raises plain exceptions: report, don't crash the run
-            completed = False
-            findings.append(Finding("load_failed", getattr(exc, "tensor", None) or "<vllm load_weights>",
-                                    f"{type(exc).__name__}: {exc}", path=path))
-        if process and completed:
-            vllm_cpu.load_weights_into(model, [], process=True)
-        params = vllm_cpu.named_params(model)
-        missing = mirror_into_store(params, store, sent)
-        for name in missing:
-            findings.append(Finding("never_loaded", name, "the vLLM model has no such parameter", path=path))
-        post = post_load_findings(store)
-        error = R.error_vs_source(store, weights, full_metrics)
-        if path == "after" and not patched_loader:
-            # vLLM wrote no scale: the shards' missing_scale findings are this one finding's symptoms.
-            post = [f for f in post if f.hazard != "missing_scale"]
-            findings.extend(no_online_quant_findings(store, sent, error, path))
-        findings += post
-        result.paths[path] = R.PathResult(path, R._quantizer_name(before), after_recipe.name, completed,
-                                          export_summary, transfer, findings, error, [])
-        result.stores[path], result.engines[path] = store, model
-        if keep_sent:
-            result.sent[path] = sent
-        result.findings.extend(findings)
-    if "before" in result.stores and "after" in result.stores:
-        result.comparisons = R.compare_stores(result.stores["before"], result.stores["after"])
-        for c in result.comparisons:
-            if not c.equal:
-                fm = c.first_mismatch or {}
-                result.findings.append(Finding(
-                    "bitwise_mismatch", c.tensor, f"{c.n_code_mismatch} codes and {c.n_scale_mismatch} scales differ "
-                    "between FP8-before and FP8-after (real vLLM loader)"
-                    + (f"; {fm.get('describe')}" if fm.get("describe") else ""),
-                    block=tuple(c.mismatched_blocks[0][:2]) if c.mismatched_blocks else None,
-                    detail={"mismatched_blocks": c.mismatched_blocks}))
-    return result
+    factory = VllmEngineFactory(synthesize_weights(cfg, initial_seed), process=process,
+                                patched_loader=patched_loader, initial_seed=initial_seed, vllm=why)
+    return run_refit(cfg, weights, before, after, seed=seed, selection=selection, bucket_bytes=bucket_bytes,
+                     alignment=alignment or DEFAULT_ALIGNMENT, paths=paths, keep_sent=keep_sent,
+                     full_metrics=full_metrics, engine=factory)
 
 
-def no_online_quant_findings(store, sent: dict, error: dict, path: str) -> list:
+def no_online_quant_findings(cfg, params: dict, sent: dict, path: str) -> list:
     """One finding per FP8 engine weight that received BF16: vLLM value-cast it, kept the old scale."""
     from refit_verify.refit.findings import Finding
+    from refit_verify.refit.loader import engine_linears
+    from refit_verify.refit.run import error_vs_source
 
+    error = error_vs_source(cfg, params, sent)  # what FP8-after sent is the BF16 source itself
     out = []
-    for prefix, lin in store.linears.items():
-        if not lin.fp8:
+    for site in engine_linears(cfg):
+        got = [n for n in site.hf_names if n in sent and sent[n].dtype not in (torch.float8_e4m3fn, torch.uint8)]
+        if not site.fp8 or not got:
             continue
-        got = [n for n in lin.hf_names() if n in sent and sent[n].dtype not in (torch.float8_e4m3fn, torch.uint8)]
-        if not got:
-            continue
-        rel = error.get(prefix + ".weight", {}).get("all", {}).get("rel_l2")
+        rel = error.get(site.prefix + ".weight", {}).get("all", {}).get("rel_l2", float("nan"))
         out.append(Finding(
-            "engine_no_online_quant", prefix + ".weight",
+            "engine_no_online_quant", site.prefix + ".weight",
             f"vLLM 0.33 value-cast {len(got)} BF16 shard(s) into the float8 parameter without quantizing and kept "
             f"the previous weight_scale_inv: dequantized relative L2 error vs the sent weights {rel:.3g}. "
             "FP8-after needs a patched loader (NeMo-RL's quantizes on load)", path=path,

@@ -1,4 +1,4 @@
-"""Named recipes reproducing real implementations (REFERENCE.md §3)."""
+"""Named recipes reproducing real implementations (FACTS.md §3)."""
 
 from __future__ import annotations
 

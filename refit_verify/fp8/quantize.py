@@ -67,7 +67,7 @@ def _pad(x: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, pn - n, 0, pm - m), mode="constant", value=float(x[-1, -1]))
 
 
-def _scales(amax: torch.Tensor, r: Recipe, in_dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+def scales_for_amax(amax: torch.Tensor, r: Recipe, in_dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
     """(multiplier-or-divisor used on elements, stored scale_inv), both float32 [Mb, Nb, 1, 1].
 
     Python-scalar / tensor is evaluated by torch as tensor.reciprocal() * scalar (two roundings);
@@ -133,7 +133,7 @@ def _quantize_blocks(x: torch.Tensor, r: Recipe):
     amax = tiles.abs().float().amax(dim=(2, 3), keepdim=True)
     if r.amax_floor is not None:
         amax = amax.clamp(min=r.amax_floor)
-    factor, scale_inv = _scales(amax, r, x.dtype)
+    factor, scale_inv = scales_for_amax(amax, r, x.dtype)
     if r.quantize_op == "div":
         y = tiles / factor
     else:

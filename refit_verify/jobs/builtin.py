@@ -3,7 +3,7 @@
 - quantizer_matrix: every weight preset vs the engine recipe on the seeded case set.
 (FP8-before vs FP8-after on the model, with what-if rows per preset: refit_verify.jobs.refit.refit_pipeline.)
 - cast_semantics: how this torch casts out-of-range values to e4m3 (changed across releases).
-- cuda_parity: same recipe on CPU and CUDA, bytes compared (REFERENCE §3: not to be assumed).
+- cuda_parity: same recipe on CPU and CUDA, bytes compared (FACTS.md §3: not to be assumed).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import shlex
 
 from refit_verify.jobs import JobContext, JobResult, register_job
 
-# Facts from REFERENCE §3 (measured) that must keep holding: (trainer, engine) -> case prefix on
+# Facts from FACTS.md §3 (measured) that must keep holding: (trainer, engine) -> case prefix on
 # which the two are bit-identical. The reference against itself is the sanity row.
 EXPECT_IDENTICAL = {
     ("vllm_per_block", "vllm_per_block"): "",
@@ -73,7 +73,7 @@ def quantizer_matrix(ctx: JobContext) -> JobResult:
             for c in out.failures():
                 if c.case.startswith(prefix):
                     res.fail(f"{trainer} vs {engine}: {c.case}",
-                             f"expected bit-identical (REFERENCE §3): {c.reason}",
+                             f"expected bit-identical (FACTS.md §3): {c.reason}",
                              check_repro(ctx, trainer, engine, c.case))
     res.tables["matrix"] = rows
     res.metrics = {"pairs": len(rows), "cases": len(cases), "engines": ", ".join(engines)}

@@ -4,7 +4,7 @@
   run's model; the engine stores are compared bitwise per tensor and per block, each path against
   the BF16 source, and every hazard the run observed is a failure. What-if rows: each other
   weight preset as the trainer's quantizer against the same engine (informational).
-- refit_hazards: the odd configs on which vLLM's loader is known to go wrong (REFERENCE §4, §5).
+- refit_hazards: the odd configs on which vLLM's loader is known to go wrong (FACTS.md §4, §5).
   There the hazards are the expected outcome: the job fails when one goes undetected (or an
   unexpected one appears), not because they occur.
 """
@@ -61,17 +61,9 @@ def model_source(ctx: JobContext):
     return cfg, weights
 
 
-def store_bitwise(a, b) -> list:
-    """compare_fp8 (BitwiseResult: rows, heatmaps) for every FP8 linear of two engine stores."""
-    from refit_verify.compare import compare_fp8
-
-    out = []
-    for prefix, la in a.linears.items():
-        lb = b.linears[prefix]
-        if la.fp8:
-            out.append(compare_fp8(la.weight, la.weight_scale_inv, lb.weight, lb.weight_scale_inv, la.block,
-                                   prefix + ".weight"))
-    return out
+def fp8_comparisons(comparisons) -> list:
+    """The FP8 weights among a run's comparisons: they carry per-block detail (rows, heatmaps)."""
+    return [c for c in comparisons if c.kind == "fp8"]
 
 
 def dump_fp8_store(store, folder) -> Path:
@@ -109,7 +101,7 @@ def refit_pipeline(ctx: JobContext) -> JobResult:
     sa, sb = r.stores["before"], r.stores["after"]
     err_a, err_b = r.paths["before"].error_vs_source, r.paths["after"].error_vs_source
 
-    cmps = store_bitwise(sa, sb)
+    cmps = fp8_comparisons(r.comparisons)
     rows, ulps = [], None
     for cmp in cmps:
         rows.append(tensor_row(cmp, _row_metrics(err_a.get(cmp.tensor)), _row_metrics(err_b.get(cmp.tensor))))
@@ -137,7 +129,8 @@ def refit_pipeline(ctx: JobContext) -> JobResult:
                                                                   if isinstance(v, (int, float))}}
                            for p in r.paths.values()]
     if ctx.options.get("whatif", "1") != "0":
-        res.tables["whatif"], shown = _whatif_rows(ctx, cfg, weights, engine, sb, [p for p in WEIGHT_PRESETS if p != trainer])
+        res.tables["whatif"], shown = _whatif_rows(ctx, cfg, weights, engine, r.states["after"],
+                                                    [p for p in WEIGHT_PRESETS if p != trainer])
         if not res.tables["block_mismatch"] and shown:
             # nothing to show for the run's pair: show the classic drift (NeMo-RL scale form vs vLLM)
             res.tables["block_mismatch"] = [dict(h, label=f"what-if trainer={shown[0]} vs engine={engine}")
@@ -171,17 +164,17 @@ def _row_metrics(e):
     return e.get("all_full") or dict(e["all"], calc_diff=float("nan"))
 
 
-def _whatif_rows(ctx, cfg, weights, engine, after_store, presets):
-    """Each other preset as the trainer's quantizer, FP8-before only, against the FP8-after store.
+def _whatif_rows(ctx, cfg, weights, engine, after_state, presets):
+    """Each other preset as the trainer's quantizer, FP8-before only, against the FP8-after engine state.
 
-    Returns (rows, (preset, BitwiseResults) of the NeMo-RL row for the heatmap, or None)."""
-    from refit_verify.refit.run import compare_stores, run_refit
+    Returns (rows, (preset, its FP8 TensorComparisons) of the NeMo-RL row for the heatmap, or None)."""
+    from refit_verify.refit.run import compare_states, run_refit
 
     rows, shown = [], None
     for p in presets:
         ctx.progress(f"what-if trainer={p}")
         w = run_refit(cfg, weights, before=p, after=engine, seed=ctx.seed, paths=("before",))
-        comps = compare_stores(w.stores["before"], after_store)
+        comps = compare_states(w.states["before"], after_state)
         n_el = sum(c.n_elements for c in comps if c.kind == "fp8")
         n_code = sum(c.n_code_mismatch for c in comps)
         rows.append({"trainer": p, "engine": engine, "n_code_mismatch": n_code,
@@ -190,7 +183,7 @@ def _whatif_rows(ctx, cfg, weights, engine, after_store, presets):
                      "tensors_differing": sum(not c.equal for c in comps),
                      "hazards": sorted(w.hazards())})
         if p == "nemo_rl":
-            shown = (p, store_bitwise(w.stores["before"], after_store))
+            shown = (p, fp8_comparisons(comps))
     return rows, shown
 
 

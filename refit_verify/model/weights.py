@@ -46,7 +46,7 @@ def build_engine_params(cfg: ModelConfig, hf: dict[str, torch.Tensor], recipe="v
 
     Each HF shard is quantized on its own and shards are stacked along rows, codes and block
     scales alike: exact only when every shard but the last is a multiple of 128 rows (otherwise
-    vLLM's ceil-based scale placement misfiles blocks; REFERENCE §4), so that case is refused.
+    vLLM's ceil-based scale placement misfiles blocks; FACTS.md §4), so that case is refused.
     Layers in `cfg.bf16_layers` (or outside `fp8_layers`) stay BF16 under the fused name.
     """
     from refit_verify.errors import BadInputError

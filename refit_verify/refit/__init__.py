@@ -1,4 +1,4 @@
-"""The refit pipeline in reference form (REFERENCE.md §4, §5).
+"""The refit pipeline in reference form (FACTS.md §4, §5).
 
 - `exporter.TrainerExporter(weights, mode, quantizer, selection)`: trainer-side (name, tensor) stream
   and `{name: (shape, dtype)}` metadata; `selection.*` chooses what is quantized.

@@ -1,6 +1,8 @@
 """Plain check functions: each raises CheckFailed (an AssertionError) naming tensor and block.
 
-Tests and the self-test kill matrix call these; `scenarios.py` wires them to small runs.
+Engine-state checks are predicates over the run's findings (recorded once, with bit compares, by
+the loader, refit.postload and refit.run), never a second look at the values. Tests and the
+self-test kill matrix call these; `scenarios.py` wires them to small runs.
 """
 
 from __future__ import annotations
@@ -8,7 +10,6 @@ from __future__ import annotations
 import torch
 
 from refit_verify.errors import RefitVerifyError
-from refit_verify.refit.postload import misplaced_rows
 from refit_verify.refit.transport import BucketPlan, align_up, nbytes_of, pack_stream, plan_buckets
 
 # Findings that describe a limit of the layout or a harmless rewrite, not a broken refit.
@@ -23,23 +24,26 @@ def _fail(message: str):
     raise CheckFailed(message)
 
 
-def check_paths_bitwise_equal(result) -> None:
-    """FP8-before and FP8-after must leave the same engine bytes, and both must have completed."""
-    for name, p in result.paths.items():
-        if not p.completed:
-            _fail(f"path {name} did not complete: " + "; ".join(f.describe() for f in p.findings[:3]))
-    bad = [c for c in result.comparisons if not c.equal]
-    if bad:
-        c = bad[0]
-        where = (c.first_mismatch or {}).get("describe", c.tensor)
-        _fail(f"{len(bad)} engine tensors differ between FP8-before and FP8-after; first: {where}")
-
-
-def check_no_hazards(result, hazards=None, path=None, ignore=INFORMATIONAL) -> None:
-    found = [f for f in result.findings if (hazards is None or f.hazard in hazards) and f.hazard not in ignore
+def check_no_findings(findings, hazards=None, path=None, ignore=INFORMATIONAL) -> None:
+    """The one predicate over findings: none of `hazards` (any, when None) on `path` (any, when None)."""
+    found = [f for f in findings if (hazards is None or f.hazard in hazards) and f.hazard not in ignore
              and (path is None or f.path == path)]
     if found:
         _fail(f"{len(found)} findings, first: {found[0].describe()}")
+
+
+def check_no_hazards(result, hazards=None, path=None, ignore=INFORMATIONAL) -> None:
+    check_no_findings(result.findings, hazards, path, ignore)
+
+
+def check_paths_bitwise_equal(result) -> None:
+    """FP8-before and FP8-after must both complete and leave the same engine bytes (bitwise_mismatch findings)."""
+    for name, p in result.paths.items():
+        if not p.completed:
+            _fail(f"path {name} did not complete: " + "; ".join(f.describe() for f in p.findings[:3]))
+    if not result.comparisons:
+        _fail(f"nothing compared: the run has paths {sorted(result.paths)}, both are needed")
+    check_no_hazards(result, ("bitwise_mismatch",))
 
 
 def check_no_misdetected_batches(result) -> None:
@@ -50,43 +54,24 @@ def check_no_requant_drift(result) -> None:
     check_no_hazards(result, ("requant_drift",))
 
 
-def check_no_placeholder_scales(store) -> None:
-    fill = torch.finfo(torch.float32).min
-    for prefix, lin in store.linears.items():
-        if lin.fp8:
-            left = (lin.weight_scale_inv == fill).nonzero()
-            if left.numel():
-                _fail(f"{prefix}.weight_scale_inv: {left.shape[0]} entries never written, first block "
-                      f"{tuple(left[0].tolist())}")
+def check_scales_written(result) -> None:
+    """No scale entry still holds the placeholder fill, none is NaN/Inf/zero/negative (bit-compared at load)."""
+    check_no_hazards(result, ("placeholder_scale", "bad_scale"))
 
 
-def check_scale_placement(store) -> None:
+def check_scale_placement(result) -> None:
     """Every row must be dequantized with the scale its own shard sent."""
-    for prefix, lin in store.linears.items():
-        rows = misplaced_rows(lin)
-        if rows:
-            _fail(f"{prefix}.weight_scale_inv: rows {rows} use another shard's scale (placement {lin.placement!r})")
+    check_no_hazards(result, ("scale_misplaced",))
 
 
-def check_all_loaded(store) -> None:
-    for prefix, lin in store.linears.items():
-        for i, hf in enumerate(lin.hf_names()):
-            if ("weight", i) not in lin.loaded:
-                _fail(f"{hf}: never loaded into {prefix}.weight")
-            if lin.fp8 and ("scale", i) not in lin.loaded:
-                _fail(f"{hf}_scale_inv: never loaded into {prefix}.weight_scale_inv")
-    missing = sorted(set(store.plain) - store.plain_loaded)
-    if missing:
-        _fail(f"{missing[0]}: never loaded ({len(missing)} BF16 parameters)")
+def check_all_loaded(result) -> None:
+    """Every engine parameter and shard received data, every FP8 shard its scale."""
+    check_no_hazards(result, ("never_loaded", "missing_scale"))
 
 
-def check_selection_matches_engine(fp8_names, store) -> None:
-    engine = store.fp8_hf_names()
-    extra, missing = sorted(set(fp8_names) - engine), sorted(engine - set(fp8_names))
-    if extra:
-        _fail(f"{extra[0]}: quantized by the trainer, kept in BF16 by the engine ({len(extra)} such)")
-    if missing:
-        _fail(f"{missing[0]}: kept in FP8 by the engine, sent unquantized ({len(missing)} such)")
+def check_selection_matches_engine(findings) -> None:
+    """Trainer and engine agree on the FP8 set (refit.run.selection_findings)."""
+    check_no_findings(findings, ("selection_mismatch",))
 
 
 def check_transport_roundtrip(sent, batches) -> None:

@@ -2,7 +2,7 @@
 
 The driver (`run_refit`) speaks only this protocol. The reference loader, the real vLLM CPU driver,
 the sharded (tp/ep/pp) reference and a live engine are adapters of it; none reaches into another
-module's private state.
+module's private state. An `EngineFactory` builds a fresh engine for each refit path.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ class EngineState:
     layout: Layout = SINGLE
     ranks: dict = field(default_factory=dict)  # Rank -> {engine param name: tensor}
     findings: list = field(default_factory=list)  # refit.findings.Finding raised while loading
-    meta: dict = field(default_factory=dict)  # engine name, recipe, placement, ...
+    # engine, recipe (name), block, placement, path; "requant": refit.postload.RequantRecord list
+    meta: dict = field(default_factory=dict)
+    complete: bool = True  # False when the engine stopped loading part way (its loader raised)
 
     def params(self, rank: Optional[Rank] = None) -> dict:
         return self.ranks[rank if rank is not None else Rank()]
@@ -32,6 +34,9 @@ class EngineState:
 class Engine(Protocol):
     name: str
     layout: Layout
+
+    def fp8_hf_names(self) -> set[str]:
+        """Trainer (HF) names of the weights this engine keeps in FP8: what the robust selection sends as FP8."""
 
     def begin_refit(self, metadata: Optional[dict] = None) -> None:
         """Start one refit step (metadata: what the sender declares, e.g. pre-quantized)."""
@@ -44,3 +49,13 @@ class Engine(Protocol):
 
     def state(self) -> EngineState:
         """What every rank holds now."""
+
+
+@runtime_checkable
+class EngineFactory(Protocol):
+    """Builds the engine of one refit path; `options` go into the run's report as the engine's settings."""
+
+    options: dict
+
+    def __call__(self, cfg, path: str, recipe) -> Engine:
+        """A fresh engine for `cfg` whose on-load recipe is `recipe` (a refit_verify.fp8.Recipe)."""

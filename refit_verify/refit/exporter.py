@@ -3,7 +3,7 @@
 FP8-before: each selected weight goes out as `name` (float8_e4m3fn) then `name + "_scale_inv"`
 (float32 [ceil(M/128), ceil(N/128)]). FP8-after: everything goes out as it is (BF16).
 Metadata `{name: (shape, dtype)}` is computed from shapes alone, before any tensor is produced,
-as the transport needs it first (REFERENCE.md §5).
+as the transport needs it first (FACTS.md §5).
 """
 
 from __future__ import annotations

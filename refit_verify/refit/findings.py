@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
-# Hazard kinds, one per failure class the harness knows (REFERENCE.md §4, §5).
+# Hazard kinds, one per failure class the harness knows (FACTS.md §4, §5).
 HAZARDS = {
     "placement_raised": "vLLM's block-rounded scale placement ran past the fused scale",
     "scale_misplaced": "rows get a neighbouring shard's block scale (vLLM's rounding on unaligned shards)",

@@ -1,4 +1,4 @@
-"""Generation-side parameter store with vLLM 0.33's block-FP8 loading semantics (REFERENCE.md §4, §5).
+"""Generation-side parameter store with vLLM 0.33's block-FP8 loading semantics (FACTS.md §4, §5).
 
 Built from a ModelConfig: each decoder layer's linears are fused as the engine fuses them
 (q/k/v -> qkv_proj shards "q","k","v"; gate/up -> gate_up_proj shards 0, 1). FP8 linears hold
@@ -57,6 +57,30 @@ def validate_fp8_block_shape(prefix: str, spec: LinearSpec, block_n: int) -> Non
         if s.rows % block_n:
             raise ShapeValidationError(f"Weight output_partition_size = {s.rows} is not divisible by weight "
                                        f"quantization block_n = {block_n}.", prefix + ".weight", s.shard_id)
+
+
+@dataclass(frozen=True)
+class LinearSite:
+    """One decoder linear as the engine fuses it: engine prefix, spec, FP8 or not, HF name per shard."""
+
+    prefix: str
+    spec: LinearSpec
+    fp8: bool
+    hf_names: tuple[str, ...]
+
+    @property
+    def offsets(self) -> list[int]:
+        return [sum(s.rows for s in self.spec.shards[:i]) for i in range(len(self.spec.shards))]
+
+
+def engine_linears(cfg: ModelConfig) -> list[LinearSite]:
+    """Every decoder linear of `cfg` in the engine's fused layout (q/k/v -> qkv_proj, gate/up -> gate_up_proj)."""
+    out = []
+    for layer in range(cfg.num_hidden_layers):
+        for spec in cfg.layer_linears():
+            out.append(LinearSite(f"model.layers.{layer}.{spec.engine_suffix}", spec, layer not in cfg.bf16_layers,
+                                  tuple(f"model.layers.{layer}.{s.hf_suffix}.weight" for s in spec.shards)))
+    return out
 
 
 @dataclass
@@ -174,21 +198,18 @@ class EngineStore:
 
     def _build(self, exemption: Optional[bool]) -> None:
         shard_names = set()
-        for layer in range(self.cfg.num_hidden_layers):
-            fp8 = layer not in self.cfg.bf16_layers
-            for spec in self.cfg.layer_linears():
-                prefix = f"model.layers.{layer}.{spec.engine_suffix}"
-                self.linears[prefix] = EngineLinear.create(prefix, spec, fp8, self.placement, self.block)
-                for i, s in enumerate(spec.shards):
-                    hf = f"model.layers.{layer}.{s.hf_suffix}.weight"
-                    self._route[hf] = ("linear", prefix, i)
-                    shard_names.add(hf)
-                exempt = vllm_shape_exempt(spec, self.block[0]) if exemption is None else exemption
-                if fp8 and not exempt:
-                    try:
-                        validate_fp8_block_shape(prefix, spec, self.block[0])
-                    except ShapeValidationError as exc:
-                        self._record(exc, "shape_validation")
+        for el in engine_linears(self.cfg):
+            prefix, spec = el.prefix, el.spec
+            self.linears[prefix] = EngineLinear.create(prefix, spec, el.fp8, self.placement, self.block)
+            for i, hf in enumerate(el.hf_names):
+                self._route[hf] = ("linear", prefix, i)
+                shard_names.add(hf)
+            exempt = vllm_shape_exempt(spec, self.block[0]) if exemption is None else exemption
+            if el.fp8 and not exempt:
+                try:
+                    validate_fp8_block_shape(prefix, spec, self.block[0])
+                except ShapeValidationError as exc:
+                    self._record(exc, "shape_validation")
         for name, shape in self.cfg.hf_shapes().items():
             if name not in shard_names:
                 self.plain[name] = torch.zeros(shape, dtype=torch.bfloat16)
@@ -207,6 +228,44 @@ class EngineStore:
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         return {n: t.detach().clone() for n, t in self.parameters().items()}
+
+    def adopt(self, params: dict, sent: dict) -> list[str]:
+        """Take another engine's parameters as this store's state and record what it was sent, so the
+        reference's post-load checks judge that engine. Returns the parameter names `params` lacks."""
+        missing = []
+        for prefix, lin in self.linears.items():
+            for suffix, dst in (("weight", lin.weight), ("weight_scale_inv", lin.weight_scale_inv)):
+                src = params.get(f"{prefix}.{suffix}")
+                if dst is None:
+                    continue
+                if src is None:
+                    missing.append(f"{prefix}.{suffix}")
+                    continue
+                # bit copy for fp8 (a value cast of uint8 bytes would be wrong), value copy otherwise
+                dst.copy_(src.view(dst.dtype) if dst.dtype in FP8_DTYPES and src.dtype == torch.uint8 else src)
+        for name, dst in self.plain.items():
+            if name in params:
+                dst.copy_(params[name])
+            else:
+                missing.append(name)
+        for name, t in sent.items():
+            self._mark_sent(name, t)
+        return missing
+
+    def _mark_sent(self, name: str, t: torch.Tensor) -> None:
+        is_scale = name.endswith(SCALE_SUFFIX)
+        route = self._route.get(name[: -len(SCALE_SUFFIX)] if is_scale else name)
+        if route is None:
+            return
+        if route[0] == "plain":
+            self.plain_loaded.add(name)
+            return
+        lin, i = self.linears[route[1]], route[2]
+        if is_scale:
+            lin.sent_scales[i] = t.detach().float().clone()
+            lin.loaded.add(("scale", i))
+        else:
+            lin.loaded.add(("weight", i))
 
     # -- refit hook --------------------------------------------------------------------------
     def begin_refit(self, metadata: Optional[dict] = None) -> None:

@@ -1,4 +1,4 @@
-"""Where a shard's rows and block scales land inside a fused engine parameter (REFERENCE.md §4).
+"""Where a shard's rows and block scales land inside a fused engine parameter (FACTS.md §4).
 
 Two scale placements:
 

@@ -1,6 +1,6 @@
 """After the last batch: vLLM's process_weights_after_loading, and the checks a refit must pass.
 
-UE8M0 requantization (REFERENCE.md §4): with DeepGEMM usable (bf16 output, N % 64 == 0,
+UE8M0 requantization (FACTS.md §4): with DeepGEMM usable (bf16 output, N % 64 == 0,
 K % 128 == 0) and VLLM_USE_DEEP_GEMM_E8M0 on, vLLM dequantizes each block weight with its loaded
 scale and quantizes it again with per_block_cast_to_fp8(use_ue8m0=True). A trainer that sent
 non-pow2 scales then no longer matches what the engine holds.

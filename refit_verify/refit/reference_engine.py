@@ -34,6 +34,9 @@ class ReferenceEngine:
     def recipe(self):
         return self.store.recipe
 
+    def fp8_hf_names(self) -> set[str]:
+        return self.store.fp8_hf_names()
+
     def begin_refit(self, metadata: Optional[dict] = None) -> None:
         self.requant, self._post_findings = [], []
         self.store.begin_refit(metadata)
@@ -51,4 +54,19 @@ class ReferenceEngine:
         return EngineState(SINGLE, {Rank(): self.store.parameters()},
                            list(self.store.findings) + list(self._post_findings),
                            {"engine": self.name, "recipe": self.store.recipe.name, "placement": self.store.placement,
-                            "path": self.path, "block": self.store.block})
+                            "path": self.path, "block": self.store.block, "requant": list(self.requant)})
+
+
+class ReferenceEngineFactory:
+    """Builds a ReferenceEngine per refit path with one set of loader settings."""
+
+    def __init__(self, *, placement: str = "vllm", detection: str = "metadata", ue8m0_requant: bool = False,
+                 output_dtype=torch.bfloat16, shape_mismatch_exemption: Optional[bool] = None):
+        self.kw = dict(placement=placement, detection=detection, ue8m0_requant=ue8m0_requant,
+                       output_dtype=output_dtype, shape_mismatch_exemption=shape_mismatch_exemption)
+        self.options = dict(engine="reference", placement=placement, detection=detection,
+                            ue8m0_requant=ue8m0_requant, output_dtype=str(output_dtype),
+                            shape_mismatch_exemption=shape_mismatch_exemption)
+
+    def __call__(self, cfg, path: str, recipe) -> ReferenceEngine:
+        return ReferenceEngine(cfg, recipe=recipe, path=path, **self.kw)

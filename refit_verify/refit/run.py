@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from refit_verify.compare import compare_fp8
+from refit_verify.compare import TensorComparison, compare_bits, compare_fp8
 from refit_verify.compare.metrics import error_metrics
 from refit_verify.errors import BadInputError, RefitVerifyError, TransportError
 from refit_verify.fp8 import get_recipe
@@ -25,35 +25,12 @@ from refit_verify.model.config import ModelConfig, load_config
 from refit_verify.model.weights import synthesize_weights
 from refit_verify.refit.exporter import TrainerExporter
 from refit_verify.refit.findings import Finding
-from refit_verify.layout import Rank
-from refit_verify.refit.engine import Engine, EngineState
-from refit_verify.refit.loader import FP8_DTYPES, EngineStore
+from refit_verify.refit.engine import Engine, EngineFactory, EngineState
+from refit_verify.refit.loader import FP8_DTYPES, engine_linears
 from refit_verify.refit.postload import RequantRecord
-from refit_verify.refit.reference_engine import ReferenceEngine
+from refit_verify.refit.reference_engine import ReferenceEngineFactory
 from refit_verify.refit.selection import resolve_selection
 from refit_verify.refit.transport import DEFAULT_ALIGNMENT, InProcessTransport, nbytes_of
-
-MAX_LISTED_BLOCKS = 16
-
-
-@dataclass
-class TensorComparison:
-    tensor: str
-    kind: str  # "fp8" (codes + block scales) | "bf16" | "scale_rows"
-    equal: bool
-    n_code_mismatch: int
-    n_scale_mismatch: int
-    n_elements: int
-    mismatched_blocks: list = field(default_factory=list)  # [[block_row, block_col, n_codes], ...]
-    first_mismatch: Optional[dict] = None
-    ulp_histogram: dict = field(default_factory=dict)
-    rank: str = ""  # Rank.label of the engine rank that holds the tensor
-
-    def to_dict(self) -> dict:
-        d = dict(vars(self))
-        d["ulp_histogram"] = {str(k): v for k, v in self.ulp_histogram.items()}
-        return d
-
 
 @dataclass
 class PathResult:
@@ -84,9 +61,14 @@ class RefitResult:
     paths: dict  # name -> PathResult
     comparisons: list  # TensorComparison, final engine state of before vs after
     findings: list  # every Finding, paths and comparison
-    stores: dict = field(default_factory=dict, repr=False)  # path -> EngineStore (not serialised)
+    engines: dict = field(default_factory=dict, repr=False)  # path -> the Engine that ran it (not serialised)
     sent: dict = field(default_factory=dict, repr=False)  # path -> {name: tensor} as exported (not serialised)
     states: dict = field(default_factory=dict, repr=False)  # path -> EngineState after the refit (not serialised)
+
+    @property
+    def stores(self) -> dict:
+        """path -> reference EngineStore, for engines that keep one (the reference; vLLM's mirror)."""
+        return {p: e.store for p, e in self.engines.items() if getattr(e, "store", None) is not None}
 
     @property
     def bitwise_equal(self) -> bool:
@@ -119,14 +101,14 @@ def _json_safe(x):
     return str(x)
 
 
-def _quantizer_name(q) -> str:
+def quantizer_name(q) -> str:
     if isinstance(q, (str, Recipe)):
         return get_recipe(q).name
     return getattr(q, "__name__", "callable")
 
 
 def resolve_refit_inputs(config, weights, before, after, *, seed: int, layers, bucket_bytes, alignment):
-    """(cfg, weights, engine recipe, bucket size) from run arguments; shared by every engine mode.
+    """(cfg, weights, engine recipe, bucket size) from run arguments.
 
     The engine recipe defaults to the trainer's when that is a recipe (a user callable has none),
     and the bucket defaults to one large enough for the largest tensor, as a real bucket must be.
@@ -148,12 +130,14 @@ def run_refit(config, weights: Optional[dict] = None, before="vllm_per_block", a
               detection: str = "metadata", bucket_bytes: Optional[int] = None, alignment: int = DEFAULT_ALIGNMENT,
               transport: str = "inprocess", ue8m0_requant: bool = False, output_dtype=torch.bfloat16,
               shape_mismatch_exemption: Optional[bool] = None, paths=("before", "after"),
-              keep_sent: bool = False, full_metrics: bool = False, make_contiguous: bool = True) -> RefitResult:
+              keep_sent: bool = False, full_metrics: bool = False, make_contiguous: bool = True,
+              engine: Optional[EngineFactory] = None) -> RefitResult:
     """Run FP8-before and FP8-after for `config` and compare what the engine holds.
 
     before: the trainer's quantizer (preset name, Recipe, or f(w) -> (fp8, scale_inv)).
     after: the engine's on-load recipe (default: `before` when it is a recipe, else vllm_per_block).
     selection: "loader" (robust), "heuristic", an Fp8Selection or a list of HF names.
+    engine: builds each path's engine (default: the reference loader with the next four settings).
     placement: "vllm" (vLLM 0.33's block-rounded rule) or "exact" (per-row scales, see placement.py).
     detection: "metadata" (later revision) or "per_batch" (first revision).
     make_contiguous: False reproduces an exporter that sends cropped (non-contiguous) views.
@@ -162,51 +146,56 @@ def run_refit(config, weights: Optional[dict] = None, before="vllm_per_block", a
     cfg, weights, after_recipe, bucket_bytes = resolve_refit_inputs(config, weights, before, after, seed=seed,
                                                                      layers=layers, bucket_bytes=bucket_bytes,
                                                                      alignment=alignment)
-    options = dict(selection=selection if isinstance(selection, str) else repr(selection), placement=placement,
-                   detection=detection, bucket_bytes=bucket_bytes, alignment=alignment, transport=transport,
-                   ue8m0_requant=ue8m0_requant, output_dtype=str(output_dtype), seed=seed,
-                   shape_mismatch_exemption=shape_mismatch_exemption, layers=cfg.num_hidden_layers,
-                   make_contiguous=make_contiguous)
-    result = RefitResult(cfg.name, _quantizer_name(before), after_recipe.name, options, probe_cast_semantics(),
+    if engine is None:
+        engine = ReferenceEngineFactory(placement=placement, detection=detection, ue8m0_requant=ue8m0_requant,
+                                        output_dtype=output_dtype, shape_mismatch_exemption=shape_mismatch_exemption)
+    options = dict(selection=selection if isinstance(selection, str) else repr(selection), bucket_bytes=bucket_bytes,
+                   alignment=alignment, transport=transport, seed=seed, layers=cfg.num_hidden_layers,
+                   make_contiguous=make_contiguous, **engine.options)
+    result = RefitResult(cfg.name, quantizer_name(before), after_recipe.name, options, probe_cast_semantics(),
                          {}, [], [])
     for path in paths:
-        engine = ReferenceEngine(cfg, placement=placement, detection=detection, recipe=after_recipe,
-                                 shape_mismatch_exemption=shape_mismatch_exemption, path=path,
-                                 ue8m0_requant=ue8m0_requant, output_dtype=output_dtype)
-        pr, sent = _run_path(path, weights, before, engine, selection, bucket_bytes, alignment, transport,
+        eng = engine(cfg, path, after_recipe)
+        pr, sent = _run_path(path, cfg, weights, before, eng, selection, bucket_bytes, alignment, transport,
                              keep_sent, full_metrics, make_contiguous)
-        result.paths[path], result.stores[path] = pr, engine.store
-        result.states[path] = engine.state()
+        result.paths[path], result.engines[path], result.states[path] = pr, eng, eng.state()
         if keep_sent:
             result.sent[path] = sent
         result.findings.extend(pr.findings)
     if "before" in result.states and "after" in result.states:
         result.comparisons = compare_states(result.states["before"], result.states["after"])
-        for c in result.comparisons:
-            if not c.equal:
-                fm = c.first_mismatch or {}
-                result.findings.append(Finding(
-                    "bitwise_mismatch", c.tensor, f"{c.n_code_mismatch} codes and {c.n_scale_mismatch} scales differ "
-                    f"between FP8-before and FP8-after" + (f"; {fm.get('describe')}" if fm.get("describe") else ""),
-                    block=tuple(fm["block"]) if fm.get("block") is not None else None,
-                    detail={"mismatched_blocks": c.mismatched_blocks}))
+        result.findings.extend(mismatch_findings(result.comparisons, result.states["after"].meta.get("engine", "")))
     return result
 
 
-def _run_path(path, weights, before, engine: ReferenceEngine, selection, bucket_bytes, alignment, transport,
+def mismatch_findings(comparisons, engine_name: str = "") -> list[Finding]:
+    """One bitwise_mismatch finding per tensor the two paths left different."""
+    out = []
+    on = f" ({engine_name} engine)" if engine_name and engine_name != "reference" else ""
+    for c in comparisons:
+        if c.equal:
+            continue
+        fm = c.first_mismatch
+        out.append(Finding(
+            "bitwise_mismatch", c.tensor, f"{c.n_code_mismatch} codes and {c.n_scale_mismatch} scales differ "
+            f"between FP8-before and FP8-after{on}" + (f"; {fm.describe()}" if fm else ""),
+            block=c.first_block, detail={"mismatched_blocks": c.mismatched_blocks(), "rank": c.rank}))
+    return out
+
+
+def _run_path(path, cfg, weights, before, engine: Engine, selection, bucket_bytes, alignment, transport,
               keep_sent, full_metrics, make_contiguous):
     """One refit path through the Engine protocol: export, transport, engine.receive per batch, finish."""
     findings: list[Finding] = []
     sent: dict = {}
     completed = True
     export_summary, transfer_stats = {}, {}
-    store = engine.store
     try:
-        sel = resolve_selection(selection, store)
+        sel = resolve_selection(selection, engine)
         exporter = TrainerExporter(weights, path, before, sel, make_contiguous=make_contiguous)
         export_summary = exporter.summary().to_dict()
         if path == "before":
-            findings.extend(selection_findings(exporter.fp8_names, store, path))
+            findings.extend(selection_findings(exporter.fp8_names, engine, path))
         metadata = exporter.metadata()
         engine.begin_refit(metadata)
         items = _tap(exporter, sent) if keep_sent else exporter
@@ -220,9 +209,11 @@ def _run_path(path, weights, before, engine: ReferenceEngine, selection, bucket_
         completed = False
         findings.append(Finding("load_failed", getattr(exc, "tensor", None) or "<export>", str(exc), path=path))
     engine.finish_refit()
-    findings = findings + engine.state().findings
-    pr = PathResult(path, _quantizer_name(before), engine.recipe.name, completed, export_summary, transfer_stats,
-                    findings, error_vs_source(store, weights, full_metrics), engine.requant)
+    state = engine.state()
+    error = error_vs_source(cfg, state.params(), weights, full_metrics, state.meta.get("block", (128, 128))) \
+        if len(state.ranks) == 1 else {}
+    pr = PathResult(path, quantizer_name(before), state.meta.get("recipe", ""), completed and state.complete,
+                    export_summary, transfer_stats, findings + state.findings, error, state.meta.get("requant", []))
     return pr, sent
 
 
@@ -253,13 +244,15 @@ def _tap(items, sink: dict):
         yield name, t
 
 
-def selection_findings(fp8_names, store: EngineStore, path: str = "") -> list[Finding]:
-    """Trainer and engine must agree on the FP8 set (router/first-layer/ignored-layer traps)."""
-    engine = store.fp8_hf_names()
+def selection_findings(fp8_names, engine, path: str = "") -> list[Finding]:
+    """Trainer and engine must agree on the FP8 set (router/first-layer/ignored-layer traps).
+
+    engine: anything with fp8_hf_names() (an Engine, or a reference EngineStore)."""
+    held = engine.fp8_hf_names()
     out = []
-    for name in sorted(set(fp8_names) - engine):
+    for name in sorted(set(fp8_names) - held):
         out.append(Finding("selection_mismatch", name, "trainer quantizes it, the engine keeps it in BF16", path=path))
-    for name in sorted(engine - set(fp8_names)):
+    for name in sorted(held - set(fp8_names)):
         out.append(Finding("selection_mismatch", name, "the engine keeps it in FP8, the trainer sends it unquantized",
                            path=path))
     return out
@@ -285,35 +278,38 @@ def _metrics_from_sums(sums: dict, lo: int, hi: int) -> dict:
             "non_finite": int(sums["bad"][lo:hi].sum()) if sums["bad"] is not None else 0}
 
 
-def error_vs_source(store: EngineStore, weights: dict, full: bool = False) -> dict:
+def dequantized_linear(params: dict, prefix: str, block=(128, 128)) -> torch.Tensor:
+    """An engine linear's weight as float32 values, each row with the scale this engine applies to it."""
+    w = params[prefix + ".weight"]
+    scale = params.get(prefix + ".weight_scale_inv")
+    if scale is None:
+        return w.float()
+    rows = params.get(prefix + ".weight_scale_inv_rows")  # exact placement: one scale row per weight row
+    row_scale = rows if rows is not None else scale.repeat_interleave(block[0], 0)[: w.shape[0]]
+    return w.float() * row_scale.repeat_interleave(block[1], 1)[:, : w.shape[1]]
+
+
+def error_vs_source(cfg: ModelConfig, params: dict, weights: dict, full: bool = False, block=(128, 128)) -> dict:
     """Dequantized engine weights against the BF16 source, whole and per shard rows (float32 sums).
 
-    full=True also runs compare.metrics.error_metrics (float64, NaN-aware) on the whole tensor; it
-    costs about a second per 8B-sized linear on CPU.
+    params: one engine rank's {engine name: tensor}. full=True also runs compare.metrics.error_metrics
+    (float64, NaN-aware) on the whole tensor; it costs about a second per 8B-sized linear on CPU.
     """
     out = {}
-    for prefix, lin in store.linears.items():
-        names = lin.hf_names()
-        if not all(n in weights for n in names):
+    for site in engine_linears(cfg):
+        if not all(n in weights for n in site.hf_names) or site.prefix + ".weight" not in params:
             continue
-        ref = torch.cat([weights[n].float() for n in names], 0)
-        got = lin.dequantized()
+        ref = torch.cat([weights[n].float() for n in site.hf_names], 0)
+        got = dequantized_linear(params, site.prefix, block)
         sums = _row_sums(ref, got)
         entry = {"all": _metrics_from_sums(sums, 0, ref.shape[0]), "shards": {}}
         if full:
             entry["all_full"] = error_metrics(ref, got)
-        if lin.spec.fused:
-            for i, s in enumerate(lin.spec.shards):
-                entry["shards"][str(s.shard_id)] = _metrics_from_sums(sums, lin.offsets[i], lin.offsets[i] + s.rows)
-        out[prefix + ".weight"] = entry
+        if site.spec.fused:
+            for off, s in zip(site.offsets, site.spec.shards):
+                entry["shards"][str(s.shard_id)] = _metrics_from_sums(sums, off, off + s.rows)
+        out[site.prefix + ".weight"] = entry
     return out
-
-
-def compare_stores(a: EngineStore, b: EngineStore) -> list[TensorComparison]:
-    """Two reference stores, compared as the engine states they expose."""
-    def state(st):
-        return EngineState(ranks={Rank(): st.parameters()}, meta={"block": st.block})
-    return compare_states(state(a), state(b))
 
 
 def compare_states(a: EngineState, b: EngineState) -> list[TensorComparison]:
@@ -331,41 +327,11 @@ def compare_states(a: EngineState, b: EngineState) -> list[TensorComparison]:
                     and pa[name[: -len("_scale_inv")]].dtype in FP8_DTYPES:
                 continue  # compared with its weight
             tb = pb.get(name)
-            if tb is None or tuple(tb.shape) != tuple(ta.shape) or tb.dtype != ta.dtype:
-                c = TensorComparison(name, "missing" if tb is None else "shape", False, ta.numel(), 0, ta.numel(), [],
-                                     {"describe": f"{name}: other engine has "
-                                      + ("no such parameter" if tb is None else f"{tuple(tb.shape)} {tb.dtype}")})
-            elif ta.dtype in FP8_DTYPES and name + "_scale_inv" in pa:
-                c = _compare_fp8(name, ta, pa[name + "_scale_inv"], tb, pb[name + "_scale_inv"], block)
+            fp8 = ta.dtype in FP8_DTYPES and name + "_scale_inv" in pa
+            if fp8 and tb is not None and tb.dtype == ta.dtype and name + "_scale_inv" in pb:
+                c = compare_fp8(ta, pa[name + "_scale_inv"], tb, pb[name + "_scale_inv"], block, name)
             else:
-                kind = "scale_rows" if name.endswith("_scale_inv_rows") else "bf16"
-                c = _compare_bits(name, kind, ta, tb)
+                c = compare_bits(ta, tb, name, "scale_rows" if name.endswith("_scale_inv_rows") else "bf16")
             c.rank = label
             out.append(c)
     return out
-
-
-def _compare_fp8(name, wa, sa, wb, sb, block) -> TensorComparison:
-    r = compare_fp8(wa, sa, wb, sb, block, name)
-    blocks = r.block_mismatch_counts
-    listed = [[int(i), int(j), int(blocks[i, j])] for i, j in blocks.nonzero()[:MAX_LISTED_BLOCKS].tolist()] \
-        if blocks.numel() else []
-    fm = r.first_mismatch
-    return TensorComparison(name, "fp8", r.equal, r.n_code_mismatch, r.n_scale_mismatch, r.n_elements, listed,
-                            dict(fm.to_dict(), describe=fm.describe()) if fm else None, dict(r.ulp_histogram))
-
-
-def _bits(t: torch.Tensor) -> torch.Tensor:
-    return t.contiguous().view({1: torch.uint8, 2: torch.int16, 4: torch.int32}[t.element_size()])
-
-
-def _compare_bits(name, kind, a, b) -> TensorComparison:
-    diff = _bits(a) != _bits(b)
-    n = int(diff.sum())
-    first = None
-    if n:
-        idx = [int(v) for v in diff.nonzero()[0]]
-        first = {"index": idx, "a": float(a[tuple(idx)]), "b": float(b[tuple(idx)]),
-                 "describe": f"{name}: first difference at {idx}: {float(a[tuple(idx)])!r} vs {float(b[tuple(idx)])!r}"}
-    return TensorComparison(name, kind, n == 0, n if kind != "scale_rows" else 0, n if kind == "scale_rows" else 0,
-                            a.numel(), [], first)

@@ -13,7 +13,7 @@ from refit_verify.model import load_config, synthesize_weights
 from refit_verify.refit import checks
 from refit_verify.refit.exporter import TrainerExporter
 from refit_verify.refit.loader import EngineStore
-from refit_verify.refit.run import run_refit
+from refit_verify.refit.run import run_refit, selection_findings
 from refit_verify.refit.selection import heuristic_selection, matches_pattern
 from refit_verify.refit.transport import InProcessTransport, plan_buckets
 
@@ -50,7 +50,7 @@ def scenario_metadata_detection_with_split_scale():
 def scenario_loader_selection_moe_router():
     """Router and the BF16 first layer must not be quantized when the engine is asked."""
     r = run_refit("tiny-moe-router")
-    checks.check_selection_matches_engine(r.paths["before"].export["fp8_names"], r.stores["before"])
+    checks.check_selection_matches_engine(r.findings)
     checks.check_no_hazards(r)
     checks.check_paths_bitwise_equal(r)
 
@@ -63,24 +63,22 @@ def scenario_ignore_pattern_components():
     cfg = load_config("tiny-moe-router")
     sel = heuristic_selection(keep_first_layers=1, ignore=("mlp.gate",))
     ex = TrainerExporter(_weights("tiny-moe-router"), "before", "vllm_per_block", sel)
-    checks.check_selection_matches_engine(ex.fp8_names, EngineStore(cfg))
+    checks.check_selection_matches_engine(selection_findings(ex.fp8_names, EngineStore(cfg)))
 
 
 def scenario_exact_placement_mimo():
     """3072/192/128: the correct placement gives every row its own shard's scale."""
     r = run_refit("odd-mimo", placement="exact")
-    for store in r.stores.values():
-        checks.check_scale_placement(store)
-        checks.check_no_placeholder_scales(store)
+    checks.check_scale_placement(r)
+    checks.check_scales_written(r)
     checks.check_paths_bitwise_equal(r)
 
 
 def scenario_scales_written():
     r = run_refit("tiny-llama")
-    for store in r.stores.values():
-        checks.check_no_placeholder_scales(store)
-        checks.check_all_loaded(store)
-        checks.check_scale_placement(store)
+    checks.check_scales_written(r)
+    checks.check_all_loaded(r)
+    checks.check_scale_placement(r)
     checks.check_no_hazards(r)
 
 
@@ -121,8 +119,7 @@ def scenario_roundtrip_small_buckets():
         batches = list(InProcessTransport(bb, 512).transfer(items, meta))
         checks.check_transport_roundtrip(items, batches)
     r = run_refit("tiny-llama", bucket_bytes=600_000)
-    for store in r.stores.values():
-        checks.check_all_loaded(store)
+    checks.check_all_loaded(r)
     checks.check_paths_bitwise_equal(r)
 
 

@@ -1,4 +1,4 @@
-"""Which trainer weights get quantized before transfer (REFERENCE.md §5, FP8 selection).
+"""Which trainer weights get quantized before transfer (FACTS.md §5, FP8 selection).
 
 Three policies: ask the engine (robust), the name heuristic (catches weights the engine keeps in
 BF16: routers, first/last layers), or an explicit list. Options remove names from any policy.

@@ -1,4 +1,4 @@
-"""Packed refit transport: tensors as flat uint8 in buckets, split again on arrival (REFERENCE.md §5).
+"""Packed refit transport: tensors as flat uint8 in buckets, split again on arrival (FACTS.md §5).
 
 The producer packs on the fly as tensors stream out of the exporter; the consumer rebuilds the same
 split from the metadata alone (`plan_buckets`). Both sides agree only if they make the same

@@ -90,7 +90,7 @@ def check_exporter(fn: Callable, cfg, weights: dict, recipe="vllm_per_block") ->
     return out
 
 
-def _shape_dtype(name, r, u) -> Optional[ExporterIssue]:
+def shape_dtype_issue(name, r, u) -> Optional[ExporterIssue]:
     if not isinstance(u, torch.Tensor):
         return ExporterIssue(name, "dtype", f"{name}: yielded a {type(u).__name__}, not a tensor")
     if tuple(u.shape) != tuple(r.shape):
@@ -102,13 +102,13 @@ def _shape_dtype(name, r, u) -> Optional[ExporterIssue]:
 
 def _compare(name, ref, user, fp8: bool) -> Optional[ExporterIssue]:
     r, u = ref[name], user[name]
-    bad = _shape_dtype(name, r, u)
+    bad = shape_dtype_issue(name, r, u)
     if bad:
         return bad
     if fp8:
         sname = name + SCALE_SUFFIX
         if sname in user:
-            bad = _shape_dtype(sname, ref[sname], user[sname])
+            bad = shape_dtype_issue(sname, ref[sname], user[sname])
             if bad:
                 return bad
             cmp = compare_fp8(r, ref[sname], u.cpu(), user[sname].cpu(), (128, 128), name)

@@ -47,6 +47,7 @@ class Policy:
     skip_is_regression: bool = True
     path: str = ""
     raw: dict = field(default_factory=dict, repr=False)
+    reported: dict = field(default_factory=dict)  # figure name -> why it is shown but not gated
 
 
 def violates(value: float, rule: Rule) -> Optional[str]:
@@ -88,12 +89,13 @@ def load_policy(path=None) -> Policy:
         raise BadInputError(f"policy {p} does not parse: {exc}") from None
     validate_policy(raw, str(p))
     rules = {name: Rule(metric=name, **spec) for name, spec in raw.get("metrics", {}).items()}
+    reported = dict(raw.get("reported", {}))
     g = raw.get("gate", {})
     return Policy(rules, g.get("require_complete", True), tuple(g.get("fail_on_verdicts", ("fail", "error"))),
-                  g.get("skip_is_regression", True), str(p), raw)
+                  g.get("skip_is_regression", True), str(p), raw, reported)
 
 
-TOP_KEYS = {"schema", "gate", "metrics"}
+TOP_KEYS = {"schema", "gate", "metrics", "reported"}
 GATE_KEYS = {"require_complete": bool, "fail_on_verdicts": list, "skip_is_regression": bool}
 NUMBER_KEYS = ("max", "min", "warn_max", "warn_min", "regress_abs", "regress_rel")
 # figures that can be negative; for every other metric (counts, rates, errors, divergences) a negative
@@ -120,6 +122,12 @@ def validate_policy(raw, where: str) -> None:
         raise _bad(where, f"'metrics' must be a non-empty table of [metrics.NAME] rules, got {metrics!r:.60}")
     for name, spec in metrics.items():
         _validate_rule(name, spec, where)
+    reported = raw.get("reported", {})
+    if not isinstance(reported, dict):
+        raise _bad(where, f"'reported' must be a table, got {type(reported).__name__}")
+    both = sorted(set(reported) & set(metrics))
+    if both:
+        raise _bad(where, f"{both} both gated ([metrics]) and reported-only ([reported])")
 
 
 def _validate_gate_section(g, where: str) -> None:

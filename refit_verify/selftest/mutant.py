@@ -17,7 +17,7 @@ from typing import Callable
 @dataclass(frozen=True)
 class Mutant:
     name: str
-    bug_class: str  # what real bug this models, with its source (REFERENCE.md section / public issue)
+    bug_class: str  # what real bug this models, with its source (docs/FACTS.md section / public issue)
     patches: dict = field(default_factory=dict)  # "module:attr" -> factory(original) -> replacement
     area: str = "fp8"  # fp8 | exporter | transport | loader | model
     needs: tuple = ()  # "cuda" / "vllm": killed only by suites that run where those exist

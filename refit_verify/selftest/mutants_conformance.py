@@ -76,15 +76,15 @@ MUTANTS = [
            "zero-pads the last group (found by this suite)",
            _recipe("VLLM_ACT_GROUP_NATIVE", padding="none"), area="conformance"),
     Mutant("weight_ue8m0_bits_for_float", "vLLM weight UE8M0 modelled with DeepGEMM's bit rule "
-           "(REFERENCE §3: differs one ulp above a power of two)",
+           "(FACTS.md §3: differs one ulp above a power of two)",
            _recipe("VLLM_PER_BLOCK_UE8M0", pow2="bits_ceil"), area="conformance"),
-    Mutant("weight_quantize_div", "x / sf instead of vLLM's x * (1/sf) (REFERENCE §3 operation order)",
+    Mutant("weight_quantize_div", "x / sf instead of vLLM's x * (1/sf) (FACTS.md §3 operation order)",
            _recipe("VLLM_PER_BLOCK", quantize_op="div"), area="conformance"),
     Mutant("engine_block_64", "engine quantization_config weight_block_size [64,64] while the trainer "
            "quantizes 128x128 (block-size mismatch between trainer and engine)",
            {f"{V}:BLOCK": lambda original: [64, 64]}, area="conformance"),
     Mutant("driver_uint8_value_cast", "packed-transport uint8 bytes handed to load_weights as numbers "
-           "(REFERENCE §5 view(uint8); tools/probe_vllm_cpu.py hazard)",
+           "(FACTS.md §5 view(uint8); tools/probe_vllm_cpu.py hazard)",
            {f"{V}:_as_fp8": _value_cast_bytes}, area="conformance"),
     Mutant("assume_vllm_quantizes_on_load", "harness assumes vLLM 0.33 quantizes BF16 on load (it value-casts): "
            "FP8-after against real vLLM would look healthy",
@@ -116,6 +116,7 @@ TARGETS = {
     "ref_placement_exact": [_R],
     "ref_placement_no_raise": [_R],
     "vllm_refit_hides_no_online_quant": [_R],
+    "live_extension_stale_params": ["suites/conformance/test_live_vllm.py"],  # declared in mutants_live
 }
 
 # mutant -> module it needs (the reference pipeline, branch refit): skipped, with the reason, until present

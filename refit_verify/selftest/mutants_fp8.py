@@ -1,4 +1,4 @@
-"""Mutants of the reference quantizer and the comparison primitives (REFERENCE.md §3 bug classes)."""
+"""Mutants of the reference quantizer and the comparison primitives (FACTS.md §3 bug classes)."""
 
 from __future__ import annotations
 
@@ -79,12 +79,12 @@ def _first_mismatch_wrong_block(original):
 
 
 MUTANTS = [
-    Mutant("edge_value_padding", "vLLM recipe padded with x[-1,-1] like NeMo-RL (REFERENCE §3 padding)",
+    Mutant("edge_value_padding", "vLLM recipe padded with x[-1,-1] like NeMo-RL (FACTS.md §3 padding)",
            _recipe("VLLM_PER_BLOCK", padding="edge")),
-    Mutant("no_amax_floor", "amax floor dropped: 0/0 on zero blocks gives NaN scales (REFERENCE §3)",
+    Mutant("no_amax_floor", "amax floor dropped: 0/0 on zero blocks gives NaN scales (FACTS.md §3)",
            _recipe("VLLM_PER_BLOCK", amax_floor=None)),
     Mutant("max_over_amax_overflow", "scale as 448/a without the zero/inf fix-ups: tiny blocks overflow s "
-           "to inf, stored scale 0, zeros become NaN (REFERENCE §3 tiny blocks)",
+           "to inf, stored scale 0, zeros become NaN (FACTS.md §3 tiny blocks)",
            _recipe("NEMO_RL", zero_amax_scale_one=False, inf_scale="propagate", clamp=False)),
     Mutant("nan_silently_zeroed", "nan_to_num before amax hides NaN weights (NeMo-RL later revision)",
            _recipe("VLLM_PER_BLOCK", nan_policy="zero")),

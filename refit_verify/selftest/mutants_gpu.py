@@ -67,19 +67,29 @@ def _edge_value_off_by_one(orig):
     return table
 
 
+def _fused_drops_scale_diffs(orig):
+    def rows(*a, **kw):
+        out = orig(*a, **kw)
+        for r in out:
+            r["n_scale_mismatch"], r["first_scale_block"] = 0, None
+        return out
+
+    return rows
+
+
 MUTANTS = [
     Mutant("verifier_compares_fp8_as_float", "fp8 compared as floats hides -0/+0 (ARCHITECTURE: compare bytes)",
-           {"refit_verify.compare.stream:code_bytes": _float_equal_codes}, area="verifier"),
-    Mutant("verifier_ignores_scales", "scale_inv not compared: 1-ulp scale differences pass (REFERENCE §3 nemo vs vllm)",
-           {"refit_verify.compare.stream:scale_bits": lambda o: (lambda s: torch.zeros(s.shape, dtype=torch.int32, device=s.device))},
+           {"refit_verify.compare.bitwise:code_bytes": _float_equal_codes}, area="verifier"),
+    Mutant("verifier_ignores_scales", "scale_inv not compared: 1-ulp scale differences pass (FACTS.md §3 nemo vs vllm)",
+           {"refit_verify.compare.bitwise:scale_bits": lambda o: (lambda s: torch.zeros(s.shape, dtype=torch.int32, device=s.device))},
            area="verifier"),
     Mutant("verifier_skips_last_tensor", "off-by-one in the stream: the last tensor (lm_head side) never checked",
            {"refit_verify.compare.stream:verify_stream": _skip_last}, area="verifier"),
     Mutant("kernel_assumes_true_division", "CUDA torch computes a/448 as a*(1/448); assuming division breaks parity",
            {"refit_verify.fp8.kernels.spec:device_semantics": _flip("div_recip")}, area="fp8"),
-    Mutant("kernel_wrong_cast_overflow_rule", "torch 2.11 casts >=464 to NaN, 2.13 CPU saturates (REFERENCE §3)",
+    Mutant("kernel_wrong_cast_overflow_rule", "torch 2.11 casts >=464 to NaN, 2.13 CPU saturates (FACTS.md §3)",
            {"refit_verify.fp8.kernels.spec:device_semantics": _flip("cast_nan")}, area="fp8"),
-    Mutant("kernel_zero_pads_nemo", "NeMo pads with x[-1,-1], not zeros (REFERENCE §3 edge-pad example)",
+    Mutant("kernel_zero_pads_nemo", "NeMo pads with x[-1,-1], not zeros (FACTS.md §3 edge-pad example)",
            {"refit_verify.fp8.kernels.spec:kernel_spec": _zero_pad_for_nemo}, area="fp8"),
     Mutant("emulation_amax_drops_nan", "a float max reduction drops NaN (tl.max does)",
            {"refit_verify.fp8.kernels.emulate:amax_bits": _nan_dropping_amax}, area="fp8"),
@@ -89,6 +99,9 @@ MUTANTS = [
     Mutant("grouped_edge_value_off_by_one", "grouped work table points NeMo's pad value one element early",
            {"refit_verify.fp8.kernels.grouped:_table": _edge_value_off_by_one}, area="fp8", needs=("cuda",),
            killers=("suites/nightly/test_grouped_exact.py::test_grouped_matches_reference",)),
+    Mutant("fused_verify_drops_scale_diffs", "fused verifier's per-tensor reduction loses scale-only differences",
+           {"refit_verify.fp8.kernels.fused_verify:verdict_rows": _fused_drops_scale_diffs}, area="verifier",
+           needs=("cuda",), killers=("suites/nightly/test_fused_verify.py::test_fused_matches_two_copy_path",)),
 ]
 
 PR = "suites/pr/test_kernels_emulation.py"
@@ -103,6 +116,7 @@ KILLERS = {
     "emulation_amax_drops_nan": ("cpu", PR + "::test_emulation_matches_reference"),
     "triton_float_amax": ("gpu", NIGHTLY + "::test_kernel_nan_block_propagates"),
     "grouped_edge_value_off_by_one": ("gpu", "suites/nightly/test_grouped_exact.py::test_grouped_matches_reference"),
+    "fused_verify_drops_scale_diffs": ("gpu", "suites/nightly/test_fused_verify.py::test_fused_matches_two_copy_path"),
 }
 GPU_ALSO = {  # CPU-killed mutants that must also fail the GPU tests
     "kernel_assumes_true_division": NIGHTLY + "::test_kernel_bit_exact",
@@ -125,10 +139,10 @@ def run_mutants(where: str = "gpu", extra_args=()) -> dict:
     import sys
 
     def clear():
-        spec._SEMANTICS_CACHE.clear()
+        spec.clear_semantics_cache()
         tb = sys.modules.get("refit_verify.fp8.kernels.triton_block")
         if tb is not None:
-            tb._SPECS.clear()
+            tb.clear_spec_cache()
 
     import os
 

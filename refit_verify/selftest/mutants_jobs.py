@@ -11,7 +11,7 @@ from refit_verify.selftest.mutant import Mutant
 
 
 def _self_compare(original):
-    # the job diffs a store against itself (e.g. reads both rows from the same path's dict)
+    # the run diffs a state against itself (e.g. reads both sides from the same path's dict)
     return functools.wraps(original)(lambda a, b: original(a, a))
 
 
@@ -44,13 +44,13 @@ def _names_only(original):
     # the exporter check that looks at names, shapes and dtypes but never at the bytes
     from refit_verify.refit import usercheck
 
-    return lambda name, ref, user, fp8: usercheck._shape_dtype(name, ref[name], user[name])
+    return lambda name, ref, user, fp8: usercheck.shape_dtype_issue(name, ref[name], user[name])
 
 
 MUTANTS = [
-    Mutant("pipeline_job_self_compare", "refit_pipeline compares the FP8-before store with itself: every "
+    Mutant("pipeline_job_self_compare", "the run compares the FP8-before engine state with itself: every "
            "per-tensor row and heatmap shows zero drift whatever the engine got",
-           {"refit_verify.jobs.refit:store_bitwise": _self_compare}, area="jobs"),
+           {"refit_verify.refit.run:compare_states": _self_compare}, area="jobs"),
     Mutant("hazards_job_never_checks", "refit_hazards lists findings but never checks the expected hazards "
            "were detected (a loader that stops reporting misplaced scales stays green)",
            {"refit_verify.jobs.refit:hazard_mismatch": _no_hazard_check}, area="jobs"),

@@ -47,8 +47,87 @@ def _ignore_extra(original):
     return mutated
 
 
+def _skip_edge_tile(original):
+    @functools.wraps(original)
+    def mutated(gm, gn, words_per_block):
+        tiles = list(original(gm, gn, words_per_block))
+        return [t for t in tiles if not (t[3] == gn and t[2] > 0)] or tiles
+    return mutated
+
+
+def _unfused(original):
+    @functools.wraps(original)
+    def mutated(name):
+        return None
+    return mutated
+
+
+def _concat_scales(original):
+    @functools.wraps(original)
+    def mutated(prefix, shards, block, fp8):
+        weight = torch.cat([d for d, _ in shards], 0)
+        return weight, (torch.cat([s for _, s in shards], 0) if fp8 else None)
+    return mutated
+
+
+def _accept_incompatible(original):
+    @functools.wraps(original)
+    def mutated(a, b, pa, pb):
+        return None
+    return mutated
+
+
+def _first_block_only(original):
+    @functools.wraps(original)
+    def mutated(expected, engine, repro):
+        job, d = original(expected, engine, repro)
+        job.tables["blocks"] = job.tables["blocks"][:1]
+        job.metrics["mismatched_blocks"] = min(1, job.metrics["mismatched_blocks"])
+        return job, d
+    return mutated
+
+
+def _params_snapshot_once(original):
+    cache = {}
+
+    @functools.wraps(original)
+    def mutated(model):
+        if id(model) not in cache:
+            cache[id(model)] = {n: t.clone() for n, t in original(model).items()}
+        return cache[id(model)]
+    return mutated
+
+
+def _first_tensor_only(original):
+    @functools.wraps(original)
+    def mutated(expected, engine):
+        d = original(expected, engine)
+        if d.blocks:
+            first = d.blocks[0][:2]
+            d.blocks = [b for b in d.blocks if b[:2] == first]
+        return d
+    return mutated
+
+
+def _kv_swapped(original):
+    out = dict(original)
+    out["self_attn.k_proj"], out["self_attn.v_proj"] = original["self_attn.v_proj"], original["self_attn.k_proj"]
+    return out
+
+
+def _no_wait(original):
+    @functools.wraps(original)
+    def mutated(self, name):
+        return name not in self.held
+    return mutated
+
+
 C = "refit_verify.live.compare"
 KC = ("suites/pr/test_live_compare.py",)
+
+E = "refit_verify.live.expect"
+KE = "suites/pr/test_live_expect.py"
+KL = "suites/pr/test_live_cli.py"
 
 MUTANTS = [
     Mutant("digest_ignores_scale", "block digest hashes the FP8 bytes only: a wrong weight_scale_inv "
@@ -62,4 +141,38 @@ MUTANTS = [
     Mutant("digest_diff_ignores_extra", "digest diff reports missing parameters but not ones the engine "
            "holds that the trainer never sent", {f"{C}:compare_documents": _ignore_extra}, area="live",
            killers=KC),
+    Mutant("digest_tile_skips_edge", "tiled digest misses the last column tile of each row of tiles (the "
+           "classic edge-tile bug of a blocked kernel): those blocks are never hashed",
+           {f"{D}:_chunks": _skip_edge_tile}, area="live",
+           killers=("suites/pr/test_live_digest.py::test_tiled_fast_path_equals_definition",)),
+    Mutant("expect_unfused_names", "trainer-side expectation keeps HF names (q_proj/k_proj/v_proj, gate_proj/"
+           "up_proj) instead of the engine's fused qkv_proj/gate_up_proj: every fused parameter reads as missing",
+           {f"{E}:_fuse_target": _unfused}, area="live",
+           killers=(f"{KE}::test_engine_names_and_fusing", f"{KL}::test_expect_digest_diff_equal")),
+    Mutant("expect_scales_concatenated", "fused scale built by concatenating the shards' scales, not by vLLM's "
+           "block-rounded placement (differs whenever a shard boundary is not a multiple of 128)",
+           {f"{E}:_fused_parameter": _concat_scales}, area="live",
+           killers=(f"{KE}::test_unaligned_shards_follow_vllm_placement",)),
+    Mutant("digest_diff_accepts_incompatible", "diff of digest files taken with different blocks or sampling "
+           "compares them anyway instead of refusing (exit 2)",
+           {"refit_verify.live.commands:_incompatible": _accept_incompatible}, area="live",
+           killers=(f"{KL}::test_different_sampling_is_incompatible",)),
+    Mutant("digest_diff_table_first_block_only", "the diff report keeps only the first differing block",
+           {"refit_verify.live.commands:diff_job": _first_block_only}, area="live",
+           killers=(f"{KL}::test_stale_and_missing_parameters_named",)),
+    Mutant("live_extension_stale_params", "worker extension digests a copy of the parameters taken at its first "
+           "call (load time) instead of what the engine holds now: every later refit looks unchanged",
+           {"refit_verify.live.vllm:model_parameters": _params_snapshot_once}, area="conformance", needs=("vllm",),
+           killers=("suites/conformance/test_live_vllm.py",)),
+    Mutant("digest_diff_first_tensor_only", "digest diff stops at the first tensor with differing blocks: a second "
+           "bad tensor in the same step goes unreported", {f"{C}:compare_documents": _first_tensor_only}, area="live",
+           killers=(f"{KE}::test_reference_engine_stale_shard_and_skipped_parameter_named",)),
+    Mutant("expect_kv_order_swapped", "trainer-side fusion puts v before k in qkv_proj (the engine loads q, k, v)",
+           {f"{E}:FUSED_SHARDS": _kv_swapped}, area="live",
+           killers=(f"{KE}::test_expect_equals_both_refit_paths",
+                    f"{KE}::test_reference_engine_stale_shard_and_skipped_parameter_named")),
+    Mutant("expect_bucket_does_not_wait_for_scale", "bucketed expectation digests an FP8 weight before its "
+           "scale arrives (the scale travels in the next bucket): it is quantized again as if BF16",
+           {f"{E}:Expectation._waits": _no_wait}, area="live",
+           killers=(f"{KE}::test_bucketed_expectation_waits_for_shards_and_scales",)),
 ]

@@ -56,7 +56,7 @@ def _swap_gate_up(original):
 
 
 def _scale_rows_rolled(original):
-    # block-scale rows of the fused qkv filed one block off (REFERENCE §4's misfiled shard scales)
+    # block-scale rows of the fused qkv filed one block off (FACTS.md §4: misfiled shard scales)
     def build_engine_params(*args, **kw):
         out = original(*args, **kw)
         return {k: (v.roll(1, 0) if k.endswith("qkv_proj.weight_scale_inv") else v) for k, v in out.items()}
@@ -101,19 +101,19 @@ def _stale_engine(original):
 
 MUTANTS = [
     Mutant("act_scale_divided", "activation group scale applied as a divisor in dequant (scale vs scale_inv "
-           "confusion, REFERENCE §2 stores the dequantizing factor)", {f"{L}:dequantize_act": _act_divided}, "model"),
+           "confusion, FACTS.md §2 stores the dequantizing factor)", {f"{L}:dequantize_act": _act_divided}, "model"),
     Mutant("weight_scale_transposed", "weight_scale_inv grid read transposed / in the wrong order (native GEMM "
            "scale layouts differ across torch releases)", {f"{L}:dequantize_weight": _scale_transposed}, "model"),
     Mutant("fp8_bytes_as_e5m2", "FP8 bytes reinterpreted as float8_e5m2", {f"{L}:dequantize_weight": _as_e5m2}, "model"),
     Mutant("act_per_token_not_group", "per-token activation scale instead of vLLM's 1x128 groups",
            {f"{L}:quantize_act": _per_token}, "model"),
-    Mutant("act_ue8m0_scales", "UE8M0 activation scales where the engine uses amax/448 (REFERENCE §3)",
+    Mutant("act_ue8m0_scales", "UE8M0 activation scales where the engine uses amax/448 (FACTS.md §3)",
            {f"{L}:quantize_act": _ue8m0_acts}, "model"),
     Mutant("qkv_split_k_v_swapped", "fused qkv output split with k and v swapped",
            {"refit_verify.model.llama:split_fused": _swap_kv}, "model"),
     Mutant("gate_up_swapped", "gate_up_proj halves swapped (silu applied to up)",
            {"refit_verify.model.llama:split_fused": _swap_gate_up}, "model"),
-    Mutant("qkv_scale_rows_misfiled", "fused scale rows filed one block off (vLLM ceil placement, REFERENCE §4)",
+    Mutant("qkv_scale_rows_misfiled", "fused scale rows filed one block off (vLLM ceil placement, FACTS.md §4)",
            {"refit_verify.model.weights:build_engine_params": _scale_rows_rolled}, "model"),
     Mutant("greedy_topk_rule_ignored", "greedy comparison that never applies vLLM's top-k rule",
            {"refit_verify.model.logits:compare_greedy": _greedy_rule_ignored}, "model"),

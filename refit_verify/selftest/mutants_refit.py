@@ -1,4 +1,4 @@
-"""Mutants of the refit area: each models a real refit bug (REFERENCE.md §4, §5).
+"""Mutants of the refit area: each models a real refit bug (FACTS.md §4, §5).
 
 KILLED_BY names the scenarios (refit_verify/refit/scenarios.py) that must fail under each mutant.
 """
@@ -95,24 +95,24 @@ MUTANTS = [
            "another tp/ep/pp rank goes unseen", {"refit_verify.refit.run:compare_states": _first_rank_only},
            area="loader", killers=("suites/pr/test_engine_seam.py::test_compare_states_names_the_rank_that_differs",)),
     Mutant("refit_per_batch_detection", "NeMo-RL first revision: pre-quantized detected per batch by any _scale_inv "
-           "name; a weight whose scale lands in the next bucket is re-quantized as BF16 (REFERENCE §5)",
+           "name; a weight whose scale lands in the next bucket is re-quantized as BF16 (FACTS.md §5)",
            {"refit_verify.refit.loader:is_batch_prequantized": _per_batch_detection}, area="loader"),
     Mutant("refit_router_first_layer_by_heuristic", "name heuristic instead of asking the engine: MoE router and "
-           "BF16 first layer get quantized (REFERENCE §5)",
+           "BF16 first layer get quantized (FACTS.md §5)",
            {"refit_verify.refit.selection:loader_selection": _heuristic_instead_of_loader}, area="exporter"),
     Mutant("refit_ignore_substring", "ignored-layer pattern matched as a substring: 'mlp.gate' swallows "
-           "gate_proj/gate_up_proj (REFERENCE §5)",
+           "gate_proj/gate_up_proj (FACTS.md §5)",
            {"refit_verify.refit.selection:matches_pattern": _substring_match}, area="exporter"),
     Mutant("refit_exact_placement_rounds_up", "correct placement replaced by vLLM's block-rounded offsets: "
-           "3072/192/128 qkv rows 3264..3327 get k's scale (REFERENCE §4)",
+           "3072/192/128 qkv rows 3264..3327 get k's scale (FACTS.md §4)",
            {"refit_verify.refit.placement:place_row_scales_exact": _vllm_rule_in_exact_mode}, area="loader"),
     Mutant("refit_scale_placeholder_kept", "weight_scale_inv never written: finfo(float32).min fill stays "
-           "(REFERENCE §4)", {"refit_verify.refit.placement:write_scale": _never_write_scale}, area="loader"),
+           "(FACTS.md §4)", {"refit_verify.refit.placement:write_scale": _never_write_scale}, area="loader"),
     Mutant("refit_ue8m0_requant_always", "UE8M0 requantization on load regardless of configuration, after "
-           "non-pow2 scales were sent (REFERENCE §4, DeepGEMM E8M0)",
+           "non-pow2 scales were sent (FACTS.md §4, DeepGEMM E8M0)",
            {"refit_verify.refit.postload:deepgemm_requant_applies": _requant_always}, area="loader"),
     Mutant("refit_noncontiguous_sent", "cropped (non-contiguous) quantizer output sent to the packed transport "
-           "(REFERENCE §3: slicing the padded result)",
+           "(FACTS.md §3: slicing the padded result)",
            {"refit_verify.refit.exporter:sendable": _send_as_is}, area="exporter"),
     Mutant("refit_bucket_split_off_by_one", "consumer rebuilds the bucket split with '<' where the producer "
            "uses '<=': an exactly full bucket splits differently", {

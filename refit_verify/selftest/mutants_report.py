@@ -92,8 +92,8 @@ MUTANTS = [
     Mutant("gate_ignores_incomplete", "a run killed half-way (CI timeout) gates green on the jobs it did finish",
            {"refit_verify.report.gate:check_status": lambda original: (lambda report, policy: [])}, area="report"),
     Mutant("diff_float_compare", "fp8 compared as float values instead of bytes: -0 == +0 and NaN != NaN "
-           "(REFERENCE §2: NaN = 0x7F/0xFF)", {"refit_verify.compare.diff:compare_fp8": _float_compare}, area="report"),
-    Mutant("diff_ignores_orphans", "missing or orphan _scale_inv silently skipped (REFERENCE §5: a scale in the "
+           "(FACTS.md §2: NaN = 0x7F/0xFF)", {"refit_verify.compare.diff:compare_fp8": _float_compare}, area="report"),
+    Mutant("diff_ignores_orphans", "missing or orphan _scale_inv silently skipped (FACTS.md §5: a scale in the "
            "next batch)", {"refit_verify.compare.diff:pair_tensors": _drop_pairing_issues}, area="report"),
     Mutant("run_swallows_job_errors", "a job that raises is reported as passing",
            {"refit_verify.jobs:run_one": _swallow_errors}, area="report"),

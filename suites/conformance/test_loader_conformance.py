@@ -89,16 +89,15 @@ def runs(V):
 
 
 def test_real_engine_has_the_reference_parameter_set(runs):
-    engine = runs["vllm"].engines["before"]
-    names = {n for n, _ in engine.named_parameters()}
-    assert names == set(runs["ref"].stores["before"].parameters())
+    names = set(runs["vllm"].states["before"].params())
+    assert names == set(runs["ref"].states["before"].params())
 
 
 def test_fp8_before_real_vllm_equals_reference_bitwise(runs):
-    from refit_verify.refit.run import compare_stores
+    from refit_verify.refit.run import compare_states
 
-    ref, got = runs["ref"].stores["before"], runs["vllm"].stores["before"]
-    bad = [c.tensor for c in compare_stores(ref, got) if not c.equal]
+    ref, got = runs["ref"].states["before"], runs["vllm"].states["before"]
+    bad = [c.tensor for c in compare_states(ref, got) if not c.equal]
     assert not bad, bad
     assert not [f for f in runs["vllm"].findings if f.path == "before" and f.severity == "error"]
 
@@ -115,9 +114,9 @@ def test_fp8_after_real_vllm_is_reported_not_quantized(runs):
 
 
 def test_patched_loader_after_equals_reference_after(runs):
-    from refit_verify.refit.run import compare_stores
+    from refit_verify.refit.run import compare_states
 
-    bad = [c.tensor for c in compare_stores(runs["ref"].stores["after"], runs["vllm_patched"].stores["after"])
+    bad = [c.tensor for c in compare_states(runs["ref"].states["after"], runs["vllm_patched"].states["after"])
            if not c.equal]
     assert not bad, bad
 

@@ -1,4 +1,4 @@
-"""What the real vLLM 0.33 loader does with block-FP8 shards, pinned (REFERENCE.md §4).
+"""What the real vLLM 0.33 loader does with block-FP8 shards, pinned (FACTS.md §4).
 
 These need only vLLM; test_loader_conformance.py holds the reference loader against the same runs.
 Shards are quantized with the reference `vllm_per_block` recipe, itself bit-exact with vLLM's

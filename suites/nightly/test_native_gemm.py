@@ -25,7 +25,7 @@ from refit_verify.model.native import native_available, native_gemm, native_layo
 OK, WHY = native_available()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not OK, reason=WHY)]
 
-# (M, N, K): prefill/decode M, REFERENCE §7 shapes; K/128 = 10 needs cuBLAS's pad-to-4 of scale
+# (M, N, K): prefill/decode M, FACTS.md §7 shapes; K/128 = 10 needs cuBLAS's pad-to-4 of scale
 # columns, N = 576 a partial last weight block-row, M = 7 padded rows
 SHAPES = [(128, 512, 256), (7, 4096, 4096), (256, 1024, 4096), (64, 14336, 4096), (128, 4096, 14336),
           (33, 576, 7168), (384, 128, 1280)]

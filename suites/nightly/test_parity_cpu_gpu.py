@@ -116,6 +116,6 @@ def test_device_facts_pinned(dev, record):
                             "cast_cuda": fmt.probe_cast_semantics(dev), "cast_cpu": fmt.probe_cast_semantics("cpu")})
     # CUDA torch turns tensor / python-scalar into a reciprocal multiply (BinaryDivTrueKernel.cu)
     assert facts["div_recip"] is True
-    # REFERENCE §3: torch 2.11 casts >= 464 and inf to NaN on CUDA
+    # FACTS.md §3: torch 2.11 casts >= 464 and inf to NaN on CUDA
     if torch.__version__.startswith("2.11"):
         assert facts["cast_nan"] is True

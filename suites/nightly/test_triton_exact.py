@@ -12,7 +12,7 @@ import torch
 from refit_verify.compare import compare_fp8
 from refit_verify.fp8.kernels import SUPPORTED_RECIPES, device_semantics, quantize_triton
 from refit_verify.fp8.presets import get_recipe
-from refit_verify.fp8.quantize import _scales, quantize
+from refit_verify.fp8.quantize import scales_for_amax, quantize
 
 pytestmark = pytest.mark.triton
 REQUIRED = ["vllm_per_block", "vllm_per_block_ue8m0", "nemo_rl", "nemo_rl_pow2"]
@@ -37,7 +37,7 @@ def test_scale_helper_exhaustive_bf16_amax(name, dev, record):
     r = get_recipe(name)
     a = _all_bf16_amax(dev)
     aa = a.clamp(min=r.amax_floor) if r.amax_floor is not None else a
-    f_ref, s_ref = _scales(aa.view(-1, 1, 1, 1), r)
+    f_ref, s_ref = scales_for_amax(aa.view(-1, 1, 1, 1), r)
     f, s = probe_scales(a, r)
     bad = (f.view(torch.int32) != f_ref.view(-1).view(torch.int32)) | (
         s.view(torch.int32) != s_ref.view(-1).view(torch.int32))
@@ -56,7 +56,7 @@ def test_fp32_subnormal_amax_pow2_helpers(dev, record):
     for name in ("nemo_rl_pow2", "vllm_per_block_ue8m0", "deepgemm"):
         r = get_recipe(name)
         aa = a.clamp(min=r.amax_floor) if r.amax_floor is not None else a
-        f_ref, s_ref = _scales(aa.view(-1, 1, 1, 1), r)
+        f_ref, s_ref = scales_for_amax(aa.view(-1, 1, 1, 1), r)
         f, s = probe_scales(a, r)
         bad = (f.view(torch.int32) != f_ref.view(-1).view(torch.int32)) | (s.view(torch.int32) != s_ref.view(-1).view(torch.int32))
         out[name] = {"n": a.numel(), "mismatch": int(bad.sum()), "first": a[bad][:4].tolist()}

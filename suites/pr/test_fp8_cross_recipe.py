@@ -1,4 +1,4 @@
-"""Cross-recipe facts measured in REFERENCE.md §3, pinned; and no preset silently aliasing another."""
+"""Cross-recipe facts measured in FACTS.md §3, pinned; and no preset silently aliasing another."""
 
 import itertools
 
@@ -21,7 +21,7 @@ def randn_2048():
 def test_nemo_vs_vllm_one_ulp_scales_and_rare_code_flips(randn_2048):
     nemo, vllm = quantize(randn_2048, "nemo_rl"), quantize(randn_2048, "vllm_per_block")
     st = scale_stats(nemo.scale_inv, vllm.scale_inv)
-    # REFERENCE measured <= 1 ulp; 2 occurs too, because torch evaluates 448 / a as
+    # FACTS.md §3 measured <= 1 ulp; 2 occurs too, because torch evaluates 448 / a as
     # reciprocal(a) * 448 (two roundings) before NeMo's reciprocal: keep the bound honest.
     assert st["ulp_max"] <= 2, st
     assert st["ulp_hist"].get(1, 0) >= 0.9 * (st["n_differ"]), st

@@ -130,7 +130,7 @@ def test_verifier_checks_last_tensor():
         codes[-1, -1] ^= 1
 
     r = verify_stream(_stream(), make_quantizer("nemo_rl"), _tamper(lambda n: "layers.2." in n, edit))
-    assert not r.equal and r.mismatched[0].name.startswith("model.layers.2.")
+    assert not r.equal and r.mismatched[0].tensor.startswith("model.layers.2.")
     assert r.mismatched[0].max_code_ulp >= 1
 
 

@@ -1,5 +1,6 @@
 """Per-block digests: same bytes same digests; one changed byte or scale bit changes exactly that block."""
 
+import pytest
 import torch
 
 from refit_verify.cases import case_seed
@@ -82,3 +83,34 @@ def test_swapped_words_change_the_block():
     base = block_digests(u.view(torch.float8_e4m3fn), q.scale_inv)
     u[3, 0:8] = torch.cat([u[3, 4:8], u[3, 0:4]])
     assert _changed(base, block_digests(u.view(torch.float8_e4m3fn), q.scale_inv)) == [0]
+
+
+def _definition(data, scale, block):
+    """The digest as docs/DIGEST.md defines it, block by block in block order (the slow spelling)."""
+    from refit_verify.live.digest import LANES, _M32, SCALE_SALT, _block_words, _mix, _scale_words
+
+    words, _ = _block_words(data, block)
+    sw = _scale_words(scale).reshape(-1)
+    pos = torch.arange(words.shape[1], dtype=torch.int64)
+    lanes = [_mix((_mix(words ^ _mix(pos, cp), cw).sum(1) + _mix(sw ^ SCALE_SALT, cw)) & _M32, cp)
+             for cp, cw in LANES]
+    return lanes_hex(torch.stack(lanes, 1))
+
+
+@pytest.mark.parametrize("chunk", [1 << 16, 1 << 10, 300])
+def test_tiled_fast_path_equals_definition(monkeypatch, chunk):
+    import refit_verify.live.digest as D
+
+    monkeypatch.setattr(D, "CHUNK_WORDS", chunk)  # small tiles: several per block row, partial edges
+    q = _qt((300, 700))
+    full = _definition(q.data, q.scale_inv, (128, 128))
+    assert lanes_hex(block_digests(q.data, q.scale_inv)) == full
+    picks = [17, 0, 5, 12]  # the partial corner block, the first, a partial edge of each kind
+    assert lanes_hex(block_digests(q.data, q.scale_inv, indices=torch.tensor(picks))) == [full[i] for i in picks]
+    g = torch.Generator().manual_seed(case_seed(0, "raw"))
+    raw = torch.randint(0, 256, (1, 5 * 4096 + 6), generator=g, dtype=torch.uint8)
+    zero = torch.zeros(6, dtype=torch.uint8)
+    assert lanes_hex(block_digests(raw, zero, (1, 4096))) == _definition(raw, zero, (1, 4096))
+    mx = torch.randint(0, 256, (5, 96), generator=g, dtype=torch.uint8)
+    e8 = torch.randint(100, 140, (5, 3), generator=g, dtype=torch.uint8)
+    assert lanes_hex(block_digests(mx, e8, (1, 32))) == _definition(mx, e8, (1, 32))

@@ -67,7 +67,7 @@ def test_trained_weights_quantizer_figures():
     print(f"\n{_TRAINED.note}: {len(figs)} linears, vllm_per_block: rel_l2 median {statistics.median(rel):.4f} "
           f"[{min(rel):.4f}, {max(rel):.4f}], SQNR median {statistics.median(sq):.2f} dB (min {min(sq):.2f})")
     # measured 0.0257..0.0266 / 31.5 dB: e4m3's 3 mantissa bits on bell-shaped weights; torchao gates
-    # FP8 at SQNR >= 28 dB (REFERENCE §6)
+    # FP8 at SQNR >= 28 dB (FACTS.md §6)
     assert all(0.015 < r < 0.035 for r in rel) and min(sq) > 28.0
     assert all(f.cosine > 0.999 for f in figs)
 

@@ -20,7 +20,7 @@ def _operands(n=384, k=256, m=7, seed=0):
 
 
 def _reference(x, w_codes, w_scale):
-    """vLLM's group quant (REFERENCE §3: amax floor 1e-10, divide, clamp) and the block dequant, in float64."""
+    """vLLM's group quant (FACTS.md §3: amax floor 1e-10, divide, clamp) and the block dequant, in float64."""
     m, k = x.shape
     groups = x.float().reshape(m, k // 128, 128)
     s = groups.abs().amax(-1, keepdim=True).clamp(min=1e-10) / 448.0
@@ -73,7 +73,7 @@ def test_w8a8_close_to_bf16_linear():
     y = lin.w8a8_linear(x, w, s)
     ref = x @ w_bf16.float().t()
     rel = (y - ref).norm() / ref.norm()
-    # two e4m3 roundings (3 mantissa bits, ~2.6% rel each on randn-like data, REFERENCE §3) add in quadrature
+    # two e4m3 roundings (3 mantissa bits, ~2.6% rel each on randn-like data, FACTS.md §3) add in quadrature
     assert rel < 0.06, f"W8A8 relative error {rel:.4f} vs the BF16 linear"
 
 

@@ -117,7 +117,7 @@ def test_drift_grows_monotonically_with_perturbation():
 
 
 def test_recipe_mismatch_between_paths_is_visible_but_small():
-    # NeMo-RL trainer quantizer vs vLLM's loader: 1-ulp scale differences (REFERENCE §3)
+    # NeMo-RL trainer quantizer vs vLLM's loader: 1-ulp scale differences (FACTS.md §3)
     cfg = fixtures.config()
     prompts = make_prompts(cfg.vocab_size, 2, 12)
     m = _models(recipe_before="nemo_rl")

@@ -25,11 +25,10 @@ def _weights(name, _cache={}):
 
 def _check_loaded_cleanly(r, placement):
     checks.check_paths_bitwise_equal(r)
-    for store in r.stores.values():
-        checks.check_all_loaded(store)
-        checks.check_no_placeholder_scales(store)
-        if placement == "exact":
-            checks.check_scale_placement(store)
+    checks.check_all_loaded(r)
+    checks.check_scales_written(r)
+    if placement == "exact":
+        checks.check_scale_placement(r)
     json.dumps(r.to_dict())
 
 

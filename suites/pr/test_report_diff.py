@@ -155,7 +155,7 @@ def test_source_gives_each_side_error_vs_bf16(pair):
     src = write(tmp / "src", bf16_weights(), shards=1)
     other = write(tmp / "b", fp8_state(bf16_weights(), "nemo_rl"))
     rc, rep = run_diff(tmp, a, other, "--source", str(src))
-    assert rc == 1  # nemo_rl vs vllm_per_block scales differ by an ulp (REFERENCE §3)
+    assert rc == 1  # nemo_rl vs vllm_per_block scales differ by an ulp (FACTS.md §3)
     row = next(r for r in rep["jobs"][0]["tables"]["tensors"] if r["tensor"].endswith("q_proj.weight"))
     assert 28 < row["sqnr_db_a"] < 40 and 28 < row["sqnr_db_b"] < 40
     assert any(f["metric"] == "sqnr_db" for f in rep["jobs"][0]["figures"])

@@ -32,7 +32,7 @@ def policy():
 
 def test_default_policy_states_a_source_for_every_threshold(policy):
     assert {"refit_code_mismatch", "refit_scale_mismatch", "sqnr_db", "calc_diff", "token_mult_prob_error",
-            "gen_kl_error", "rollout_probs_diff_mean", "logits_cosine", "top1_match"} <= set(policy.rules)
+            "gen_kl_error", "logits_cosine", "top1_match"} <= set(policy.rules)
     for rule in policy.rules.values():
         assert rule.source and (rule.max is not None or rule.min is not None)
     assert policy.rules["sqnr_db"].min == 28 and policy.rules["refit_code_mismatch"].max == 0

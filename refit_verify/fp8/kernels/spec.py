@@ -128,6 +128,11 @@ SUPPORTED_RECIPES = [name for name, r in PRESETS.items() if _is_supported(r)]
 _SEMANTICS_CACHE: dict = {}
 
 
+def clear_semantics_cache() -> None:
+    """Forget measured device semantics (a self-test mutant patches what they are built from)."""
+    _SEMANTICS_CACHE.clear()
+
+
 def device_semantics(device) -> dict:
     """{'div_recip': bool, 'cast_nan': bool} measured on `device` with the running torch."""
     dev = torch.device(device)

@@ -75,10 +75,10 @@ def _div448(a, DIV_RECIP: tl.constexpr):
 
 
 @triton.jit
-def _scales(amax, HAS_FLOOR: tl.constexpr, FLOOR: tl.constexpr, SCALE_FORM: tl.constexpr,
+def block_scales(amax, HAS_FLOOR: tl.constexpr, FLOOR: tl.constexpr, SCALE_FORM: tl.constexpr,
             POW2: tl.constexpr, ZERO_ONE: tl.constexpr, INF_ONE: tl.constexpr, INF_FMAX: tl.constexpr,
             QUANT_DIV: tl.constexpr, DIV_RECIP: tl.constexpr):
-    """(factor, scale_inv) for one block, in the reference's op order (quantize._scales)."""
+    """(factor, scale_inv) for one block, in the reference's op order (quantize.scales_for_amax)."""
     a = amax
     if HAS_FLOOR:
         a = tl.where(a != a, a, tl.maximum(a, FLOOR))
@@ -121,7 +121,7 @@ def _scales(amax, HAS_FLOOR: tl.constexpr, FLOOR: tl.constexpr, SCALE_FORM: tl.c
 
 
 @triton.jit
-def _cast_e4m3(y, CAST_NAN: tl.constexpr, SOFT_CAST: tl.constexpr):
+def cast_e4m3(y, CAST_NAN: tl.constexpr, SOFT_CAST: tl.constexpr):
     bits = y.to(tl.int32, bitcast=True)
     sign = (bits >> 24) & 0x80
     mag = bits & 0x7FFFFFFF
@@ -192,7 +192,7 @@ def _block_quant_kernel(
         else:
             amax_bits = tl.maximum(amax_bits, part)
     amax = amax_bits.to(tl.float32, bitcast=True)
-    factor, scale_inv = _scales(amax, HAS_FLOOR, FLOOR, SCALE_FORM, POW2, ZERO_ONE, INF_ONE, INF_FMAX,
+    factor, scale_inv = block_scales(amax, HAS_FLOOR, FLOOR, SCALE_FORM, POW2, ZERO_ONE, INF_ONE, INF_FMAX,
                                 QUANT_DIV, DIV_RECIP)
     for r0 in tl.static_range(0, BM, SUB_M):
         rows = bi * BM + r0 + tl.arange(0, SUB_M)
@@ -207,7 +207,7 @@ def _block_quant_kernel(
             y = x * factor
         if CLAMP:
             y = tl.where(y != y, y, tl.minimum(tl.maximum(y, -448.0), 448.0))
-        codes = _cast_e4m3(y, CAST_NAN, SOFT_CAST)
+        codes = cast_e4m3(y, CAST_NAN, SOFT_CAST)
         if BIG:
             qoff = rows[:, None].to(tl.int64) * stride_qm + cols[None, :]
         else:
@@ -229,7 +229,12 @@ BITS_448_C = tl.constexpr(BITS_448)
 _SPECS: dict = {}
 
 
-def _spec(r, div_recip, cast_nan):
+def clear_spec_cache() -> None:
+    """Forget the kernel constexprs built per (recipe, semantics)."""
+    _SPECS.clear()
+
+
+def spec_constexprs(r, div_recip, cast_nan):
     key = (r, div_recip, cast_nan)
     if key not in _SPECS:
         _SPECS[key] = kernel_spec(r, div_recip, cast_nan).constexprs()
@@ -250,7 +255,7 @@ def quantize_triton(w: torch.Tensor, recipe="vllm_per_block", name: str | None =
     r = get_recipe(recipe)
     validate_input(w, name)
     sem = semantics or device_semantics(w.device)
-    spec = _spec(r, sem["div_recip"], sem["cast_nan"])
+    spec = spec_constexprs(r, sem["div_recip"], sem["cast_nan"])
     m, n = w.shape
     if m == 0 or n == 0:  # the reference's own behaviour (some recipes fail there, as upstream)
         return quantize(w, r, name)
@@ -298,7 +303,7 @@ def _scales_probe_kernel(a_ptr, f_ptr, s_ptr, n, HAS_FLOOR: tl.constexpr, FLOOR:
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
     a = tl.load(a_ptr + offs, mask=m, other=0.0)
-    f, s = _scales(a, HAS_FLOOR, FLOOR, SCALE_FORM, POW2, ZERO_ONE, INF_ONE, INF_FMAX, QUANT_DIV, DIV_RECIP)
+    f, s = block_scales(a, HAS_FLOOR, FLOOR, SCALE_FORM, POW2, ZERO_ONE, INF_ONE, INF_FMAX, QUANT_DIV, DIV_RECIP)
     tl.store(f_ptr + offs, f, mask=m)
     tl.store(s_ptr + offs, s, mask=m)
 
@@ -308,7 +313,7 @@ def _cast_probe_kernel(y_ptr, q_ptr, n, CAST_NAN: tl.constexpr, SOFT_CAST: tl.co
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
     y = tl.load(y_ptr + offs, mask=m, other=0.0)
-    tl.store(q_ptr + offs, _cast_e4m3(y, CAST_NAN, SOFT_CAST), mask=m)
+    tl.store(q_ptr + offs, cast_e4m3(y, CAST_NAN, SOFT_CAST), mask=m)
 
 
 def _extra():
