@@ -145,6 +145,10 @@ def _compare_case(x, ref, data, scale, r, case: Case, base: dict) -> CaseResult:
                       **base)
 
 
+def _e4m3_value(code: int) -> float:
+    return float(torch.tensor([code], dtype=torch.uint8).view(torch.float8_e4m3fn).float())
+
+
 def describe_mismatch(mm, ref, data, scale) -> str:
     """The first mismatch with each value labelled: reference= (the recipe) and yours= (the user's)."""
     if mm.kind == "shape":
@@ -152,9 +156,7 @@ def describe_mismatch(mm, ref, data, scale) -> str:
                 f"scale_inv reference={tuple(ref.scale_inv.shape)} yours={tuple(scale.shape)}")
     where = f"{mm.tensor}: first {mm.kind} mismatch in block {mm.block}"
     if mm.element is not None:
-        from refit_verify.compare.bitwise import _code_value
-
-        ra, ya = _code_value(mm.a_code) * mm.a_scale, _code_value(mm.b_code) * mm.b_scale
+        ra, ya = _e4m3_value(mm.a_code) * mm.a_scale, _e4m3_value(mm.b_code) * mm.b_scale
         where += (f", element {mm.element}: code reference=0x{mm.a_code:02x} yours=0x{mm.b_code:02x}"
                   f" (dequantized reference={ra:.6g} yours={ya:.6g})")
     return where + f"; scale_inv reference={mm.a_scale!r} yours={mm.b_scale!r}"

@@ -209,7 +209,7 @@ class IsolatedQuantizer:
 
 
 # -- the child ---------------------------------------------------------------------------------------
-def _serve(fd: int, spec: str, kwargs_json: str, log: str) -> None:
+def serve(fd: int, spec: str, kwargs_json: str, log: str) -> None:
     conn = Connection(fd)
     out = os.open(log, os.O_WRONLY | os.O_APPEND)
     os.dup2(out, 1)
@@ -263,6 +263,6 @@ def _call(fn, x):
 
 if __name__ == "__main__":
     # through the package module, not this __main__ copy: pickled classes must name refit_verify.userworker
-    from refit_verify.userworker import _serve as serve
+    from refit_verify.userworker import serve as package_serve
 
-    serve(int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4])
+    package_serve(int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4])
