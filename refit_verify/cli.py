@@ -60,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", metavar="DIR", help="also write a report here")
     c.add_argument("--list-cases", action="store_true", help="list the case names and exit")
     c.add_argument("--quiet", "-q", action="store_true")
+    c.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                   help="time limit per case in seconds (default 60); a case past it is an error")
+    c.add_argument("--in-process", action="store_true",
+                   help="call the quantizer in this process (for a debugger); by default it runs in a child "
+                        "process, so os._exit, a crash or a hang is that case's error")
+    c.add_argument("--verbose", "-v", dest="show_output", action="store_true",
+                   help="show everything your quantizer printed (default: the first 20 lines, after the verdict)")
 
     d = sub.add_parser("diff", help="drift report between two FP8 state dicts, or two digest files",
                        description="Compare two FP8 state dicts (safetensors file or folder with *.weight fp8 + "
@@ -127,13 +134,14 @@ def main(argv=None) -> int:
 
     args.command_line = command_line(full)
     try:
-        return COMMANDS[args.command](args)
+        with _sigterm_raises():
+            return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
     except BaseException as exc:
         from refit_verify.errors import RefitVerifyError
-        from refit_verify.jobs.runner import Terminated
+        from refit_verify.errors import Terminated
 
         if isinstance(exc, Terminated):
             _err("terminated")
@@ -148,6 +156,32 @@ def main(argv=None) -> int:
             traceback.print_exc()
         _err(str(exc))
         return 2
+
+
+class _sigterm_raises:
+    """SIGTERM raises Terminated from the first instruction of a command on, so every command that writes a
+    report can mark it incomplete; the previous handler is restored (main() may run inside a test)."""
+
+    def __enter__(self):
+        import signal
+
+        from refit_verify.errors import Terminated
+
+        def raise_terminated(signum, frame):
+            raise Terminated()
+
+        try:
+            self.previous = signal.signal(signal.SIGTERM, raise_terminated)
+        except ValueError:  # not the main thread
+            self.previous = None
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
 
 
 def _delegate(name: str, rest: list[str]) -> int:
@@ -211,38 +245,54 @@ def cmd_run(args) -> int:
             needs = f" needs={','.join(spec.needs)}" if spec.needs else ""
             print(f"{name:24s} suites={','.join(spec.suites)}{needs}  {spec.doc}")
         return 0
-    options = {}
-    for kv in args.set:
-        if "=" not in kv:
-            _err(f"--set expects KEY=VALUE, got {kv!r}")
-            return 2
-        k, v = kv.split("=", 1)
-        options[k] = v
-    import torch
-
-    if args.device == "cuda" and not torch.cuda.is_available():
-        _err("--device cuda: no CUDA device available (use --device cpu; GPU jobs then skip with a reason)")
-        return 2
-    from refit_verify.report import env
+    from refit_verify import runguard
     from refit_verify.report.document import Report, ReportWriter
-    from refit_verify.report.progress import Progress
-    from refit_verify.jobs.runner import run_jobs
-
-    run_id, default_out = _default_out()
-    out = args.out or default_out
-    from refit_verify.layout import Layout
 
     if args.config is None and args.model is None:
         args.model = DEFAULT_MODEL
+    options = runguard.check_cheap(args)  # --layers, --set keys, --out a file: exit 2 before any work
+    run_id, default_out = _default_out()
+    out = args.out or default_out
+    with runguard.OutLock(out):  # a second run with the same --out is refused, not interleaved
+        report = Report(kind="run", run_id=run_id, command=args.command_line,
+                        options={"suite": args.suite, "device": args.device,
+                                 "config": None if args.model else args.config, "model": args.model,
+                                 "layers": args.layers, "jobs": args.job, "set": options,
+                                 "layout": {"tp": args.tp, "ep": args.ep, "pp": args.pp}}, seeds={"base": args.seed})
+        writer = ReportWriter(out, report, plots=not args.no_plots)
+        try:
+            writer.write()  # the folder and an incomplete report exist from the first second on
+            rc = _run_jobs_in(args, options, out, writer)
+        finally:
+            if report.finished_at is None:  # stopped before the jobs started (bad --model, SIGTERM, ^C)
+                exc = sys.exc_info()[1]
+                writer.finish("incomplete", f"stopped before any job ran: {type(exc).__name__}: {exc}"
+                              if exc is not None else "stopped before any job ran")
+    return rc
+
+
+def _run_jobs_in(args, options: dict, out: str, writer) -> int:
+    from refit_verify import runguard
+    from refit_verify.errors import BadInputError
+
+    runguard.check_model(args, options)  # a bad --model/--config names its file at once, exit 2
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise BadInputError("--device cuda: no CUDA device available (use --device cpu; GPU jobs then skip "
+                            "with a reason)")
+    from refit_verify.jobs import JobContext
+    from refit_verify.jobs.runner import run_jobs
+    from refit_verify.report import env
+    from refit_verify.report.progress import Progress
+
+    from refit_verify.layout import Layout
+
+    report = writer.report
+    report.environment = env.collect(args.device)
     ctx = JobContext(suite=args.suite, device=args.device, config=args.config or "tiny-llama", model_path=args.model,
                      seed=args.seed, layers=args.layers, options=options, layout=Layout(args.tp, args.ep, args.pp))
-    report = Report(kind="run", run_id=run_id, command=args.command_line,
-                    options={"suite": args.suite, "device": args.device, "config": None if args.model else args.config,
-                             "model": args.model, "layers": args.layers, "jobs": args.job, "set": options,
-                             "layout": ctx.layout.to_dict()},
-                    seeds={"base": args.seed}, environment=env.collect(args.device))
     progress = Progress(args.quiet)
-    writer = ReportWriter(out, report, plots=not args.no_plots)
     try:
         run_jobs(ctx, writer, args.job, progress)
     finally:
@@ -276,31 +326,13 @@ def cmd_check(args) -> int:
             _err(f"unknown case(s) {', '.join(unknown)}; see `{PROG} check --list-cases`")
             return 2
         cases = [c for c in cases if c.name in args.case]
-    from refit_verify.check import check_quantizer
-    from refit_verify.usercode import load_callable
-
-    fn = load_callable(args.quantizer, args.kwargs)
-    import shlex
-
-    base = [PROG, "check", "--quantizer", args.quantizer] + (["--kwargs", args.kwargs] if args.kwargs else [])
-    # check_quantizer fills {case} with str.format: braces of the user's JSON must be escaped
-    fixed = shlex.join(base + ["--against", args.against, "--case"]).replace("{", "{{").replace("}", "}}")
-    repro = fixed + " {case} --seed " + str(args.seed)
-    result = check_quantizer(fn, recipe, cases, seed=args.seed, repro=repro)
-    fails = result.failures()
-    if args.out:
-        _write_check_report(args, result)
-    if not fails:
-        print(f"PASS: {len(result.cases)}/{len(result.cases)} cases bit-identical to {recipe.name}")
-        return 0
-    first = fails[0]
-    print(f"FAIL: {len(fails)}/{len(result.cases)} cases differ from {recipe.name}")
-    print(f"first mismatch: case {first.case} (seed {first.seed}): {first.reason}")
-    print(f"reproduce: {first.repro}")
-    if not args.quiet:
-        for f in fails[1:]:
-            print(f"  {f.verdict:5s} {f.case}: {f.reason[:160]}")
-    return 1
+    from refit_verify.check import print_check_result, run_check
+    if not args.timeout > 0:
+        _err(f"--timeout must be a positive number of seconds, got {args.timeout}")
+        return 2
+    result = run_check(args.quantizer, args.kwargs, recipe, cases, args.seed, args.timeout, args.in_process,
+                       out=args.out, command=args.command_line)
+    return print_check_result(result, args.quiet, args.show_output)
 
 
 def _check_exporter(args) -> int:
@@ -347,24 +379,6 @@ def _check_exporter(args) -> int:
     return 1
 
 
-def _write_check_report(args, result) -> None:
-    from refit_verify.results import JobResult
-    from refit_verify.report import env
-    from refit_verify.report.document import Report, ReportWriter
-
-    job = JobResult("check")
-    for c in result.cases:
-        if c.verdict != "pass":
-            job.fail(c.case, c.reason, c.repro)
-        if "sqnr_db" in c.metrics and c.case.startswith("randn_"):
-            job.figure("sqnr_db", c.metrics["sqnr_db"], c.case)
-    job.tables["cases"] = [{k: v for k, v in c.to_dict().items() if k != "first_mismatch"} for c in result.cases]
-    run_id, _ = _default_out()
-    rep = Report("check", run_id, args.command_line, options={"quantizer": args.quantizer, "against": result.reference},
-                 seeds={"base": args.seed}, environment=env.collect("cpu"), jobs=[job], planned_jobs=["check"])
-    ReportWriter(args.out, rep).finish("complete")
-
-
 def cmd_diff(args) -> int:
     from refit_verify.live.commands import cmd_digest_diff, is_digest_file
 
@@ -389,13 +403,16 @@ def cmd_diff(args) -> int:
     writer = ReportWriter(out, report, plots=not args.no_plots)
     progress = Progress(args.quiet)
     status, why = "incomplete", None
+    from refit_verify.results import JobResult
+
+    job = JobResult("diff", repro=repro)
+    report.jobs.append(job)  # filled tensor by tensor: an interrupted diff keeps what it finished
     try:
         writer.write()
-        outcome = diff_state_dicts(a, b, source, progress.step, repro)
-        report.jobs.append(outcome.result)
+        outcome = diff_state_dicts(a, b, source, progress.step, repro, into=job)
         status = "complete"
-    except KeyboardInterrupt:
-        why = "interrupted (KeyboardInterrupt)"
+    except BaseException as exc:
+        why = f"{'terminated (SIGTERM)' if type(exc).__name__ == 'Terminated' else type(exc).__name__}"
         raise
     finally:
         writer.finish(status, why)

@@ -94,3 +94,7 @@ class LoadShapeError(LoadError):
 
 class ShapeValidationError(LoadError):
     """vLLM's create-time check: output partitions except the last must be block multiples."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (CI cancel, timeout): unwinds like KeyboardInterrupt so the report is finished."""

@@ -36,7 +36,7 @@ def load_hypothesis_profile() -> None:
 
 
 # fixtures that make a test "ours": only such tests get the reproduce section
-REFIT_FIXTURES = frozenset({"refit_seed", "refit_recipe", "refit_quantizer", "refit_exporter",
+REFIT_FIXTURES = frozenset({"refit_seed", "refit_recipe", "refit_quantizer", "refit_exporter", "refit_isolated_quantizer",
                             "refit_record"})
 # set by a conftest (ours: suites/conftest.py) whose every test should print a reproduce command
 REPRO_ALL = pytest.StashKey[bool]()
@@ -111,14 +111,9 @@ def refit_quantizer(request, refit_recipe):
     """The user's quantizer (--refit-quantizer), else the reference for --refit-against.
 
     Always f(w) -> (fp8 data, scale_inv)."""
-    spec = request.config.getoption("refit_quantizer")
-    if spec:
-        from refit_verify.usercode import UserCodeError, load_callable
-
-        try:
-            return load_callable(spec, request.config.getoption("refit_quantizer_kwargs"))
-        except UserCodeError as exc:
-            raise pytest.UsageError(str(exc)) from None
+    loaded = request.config.stash.get(_USER_HOOKS, {}).get("refit_quantizer")
+    if loaded is not None:
+        return loaded
     from refit_verify.fp8 import quantize
 
     def reference(w):
@@ -135,15 +130,52 @@ def refit_exporter(request):
 
 
 def _pipeline_hook(request, opt):
-    spec = request.config.getoption(opt)
-    if not spec:
-        return None
-    from refit_verify.usercode import UserCodeError, load_callable
+    return request.config.stash.get(_USER_HOOKS, {}).get(opt)
 
+
+# the user's callables, loaded once at configure time: a bad spec is one usage error for the session
+# (exit 4), not a setup error with a traceback in every test that requests the fixture
+_USER_HOOKS = pytest.StashKey[dict]()
+
+
+def _load_user_hooks(config) -> None:
+    from refit_verify.usercode import UserCodeError, load_callable
+    from refit_verify.userworker import IsolatedQuantizer
+
+    hooks = {}
+    config.stash[_USER_HOOKS] = hooks
     try:
-        return load_callable(spec).__wrapped__
+        for opt in ("refit_quantizer", "refit_exporter"):
+            spec = config.getoption(opt, default=None)
+            if not spec:
+                continue
+            kwargs = config.getoption("refit_quantizer_kwargs") if opt == "refit_quantizer" else None
+            if opt == "refit_quantizer":
+                # loaded first in a child: os._exit or a crash at import must not end pytest with exit 0;
+                # refit_verify.testing then calls the quantizer there, one case at a time
+                hooks["isolated_quantizer"] = iso = IsolatedQuantizer(spec, kwargs)
+                iso.start()
+            fn = load_callable(spec, kwargs)
+            hooks[opt] = fn if opt == "refit_quantizer" else fn.__wrapped__
     except UserCodeError as exc:
-        raise pytest.UsageError(str(exc)) from None
+        raise pytest.UsageError(f"--{opt.replace('_', '-')}: {exc}") from None
+
+
+def isolated_quantizer(config):
+    """The child process running --refit-quantizer (None without one): `run` for check.check_case."""
+    return config.stash.get(_USER_HOOKS, {}).get("isolated_quantizer")
+
+
+@pytest.fixture(scope="session")
+def refit_isolated_quantizer(request):
+    """--refit-quantizer running in a child process (None without one), as `run` for check.check_case."""
+    return isolated_quantizer(request.config)
+
+
+def pytest_unconfigure(config):
+    iso = isolated_quantizer(config)
+    if iso is not None:
+        iso.close()
 
 
 class _Collector:
@@ -168,6 +200,7 @@ def pytest_configure(config):
     if _refit_option_given(config):
         register_hypothesis_profiles()
         load_hypothesis_profile()
+        _load_user_hooks(config)
     out = config.getoption("refit_report", default=None)
     if out and _KEY is not None and not hasattr(config, "workerinput"):  # xdist: the controller writes
         config.stash[_KEY] = _Collector(out)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import linecache
+import os
 import sys
+import traceback
 from pathlib import Path
 
 from refit_verify.errors import BadInputError
@@ -25,6 +28,11 @@ def load_callable(spec: str, kwargs_json: str | None = None):
             path = Path(mod_part)
             if not path.exists():
                 raise UserCodeError(f"{spec}: file {path} not found")
+            if path.is_dir():
+                raise UserCodeError(f"{spec}: {path} is a folder; give path/to/file.py:FUNCTION, or the package "
+                                    "as a dotted module (mypkg.quant:FUNCTION) with its parent on PYTHONPATH")
+            if not path.is_file():
+                raise UserCodeError(f"{spec}: {path} is not a regular file")
             name = f"_refit_user_{path.stem}"
             loader_spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(loader_spec)
@@ -68,6 +76,32 @@ def describe_exit(exc: BaseException) -> str:
     if isinstance(exc, SystemExit):
         return f"SystemExit({exc.code!r}) (user code called sys.exit)"
     return f"{type(exc).__name__}: {exc}"
+
+
+_OURS = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _user_frame(exc: BaseException):
+    """The innermost traceback frame outside refit_verify and torch: where the user's code failed."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    torch_dir = os.sep + "torch" + os.sep
+    theirs = [f for f in frames if not os.path.abspath(f.filename).startswith(_OURS) and torch_dir not in f.filename]
+    return (theirs or frames or [None])[-1]
+
+
+def describe_user_exception(exc: BaseException) -> str:
+    """`AssertionError at my_quant.py:12: assert w.dim() == 3`: type, message, file:line, source line."""
+    if getattr(exc, "description", None):  # described where it happened (the isolated child)
+        return exc.description
+    if isinstance(exc, UserExit) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = describe_exit(exc) if isinstance(exc, (SystemExit, KeyboardInterrupt)) else (
+        f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+    frame = _user_frame(exc)
+    if frame is None:
+        return text
+    line = (frame.line or linecache.getline(frame.filename, frame.lineno)).strip()
+    return f"{text} at {frame.filename}:{frame.lineno}" + (f": {line}" if line else "")
 
 
 def call_user(fn, *args, **kwargs):

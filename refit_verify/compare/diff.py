@@ -16,6 +16,7 @@ import torch
 from refit_verify.compare.bitwise import compare_fp8
 from refit_verify.compare.metrics import error_metrics
 from refit_verify.fp8 import dequantize
+from refit_verify.fp8 import format as fmt
 from refit_verify.fp8.format import FP32_FILL
 from refit_verify.results import JobResult
 from refit_verify.compare.statedict import FP8_DTYPES, StateDict
@@ -69,17 +70,24 @@ class DiffOutcome:
 
 
 def diff_state_dicts(a: StateDict, b: StateDict, source: Optional[StateDict] = None,
-                     progress: Callable[[str], None] = lambda m: None, repro: str = "") -> DiffOutcome:
-    res = JobResult("diff", repro=repro)
+                     progress: Callable[[str], None] = lambda m: None, repro: str = "",
+                     into: Optional[JobResult] = None) -> DiffOutcome:
+    """Compare A and B tensor by tensor. `into` (a JobResult already in the report) is filled as tensors
+    finish, so a diff interrupted by ^C or SIGTERM still reports the tensors it finished."""
+    res = into if into is not None else JobResult("diff", repro=repro)
     issues: list[dict] = []
+    rows, cmps, ulps = [], [], Counter()
+    res.tables.update(tensors=rows, issues=issues)
 
     def issue(tensor: str, kind: str, msg: str):
         issues.append({"tensor": tensor, "kind": kind, "message": msg})
         res.fail(tensor, f"{kind}: {msg}", repro)
 
     for side, sd in (("A", a), ("B", b)) + ((("source", source),) if source else ()):
-        for where, msg in sd.issues:
-            issue(where, "unreadable" if where.endswith(".safetensors") else "duplicate", f"{side} ({sd.root}): {msg}")
+        for where, kind, msg in sd.issues:
+            issue(where, kind, f"{side} ({sd.root}): {msg}")
+        if not sd.entries:  # nothing to compare is never "zero drift"
+            issue(sd.root, "empty", f"side {side} ({sd.root}) holds no readable tensors")
     pa, pb = pair_tensors(a, "A"), pair_tensors(b, "B")
     for tensor, kind, msg in pa.issues + pb.issues:
         issue(tensor, kind, msg)
@@ -91,48 +99,65 @@ def diff_state_dicts(a: StateDict, b: StateDict, source: Optional[StateDict] = N
     for n in sorted(names_b - names_a):
         if not any(n == t for t, _, _ in pa.issues):
             issue(n, "missing_in_a", f"{n} is in B ({b.root}) but not in A ({a.root})")
-
-    rows, cmps, ulps = [], [], Counter()
     common = sorted(names_a & names_b)
-    for i, name in enumerate(common):
-        progress(f"{name} ({i + 1}/{len(common)})")
-        ea, eb = a.entries[name], b.entries[name]
-        if (name in pa.fp8) != (name in pb.fp8) or (ea.dtype != eb.dtype and not {ea.dtype, eb.dtype} <= {"F8_E4M3", "U8"}):
-            issue(name, "dtype_mismatch", f"{name}: dtype {ea.dtype} in A vs {eb.dtype} in B")
-            continue
-        if ea.shape != eb.shape:
-            issue(name, "shape_mismatch", f"{name}: shape {list(ea.shape)} in A vs {list(eb.shape)} in B")
-            continue
-        try:
-            if name in pa.fp8:
-                row, cmp, counts = _diff_fp8(name, a, b, pa.fp8[name], source, issue)
-                if row is None:
-                    continue
-                rows.append(row)
-                cmps.append(cmp)
-                ulps += counts
-                res.figure("refit_code_mismatch", cmp.n_code_mismatch, name)
-                res.figure("refit_scale_mismatch", cmp.n_scale_mismatch, name)
-                for side in ("a", "b"):
-                    if f"sqnr_db_{side}" in row:
-                        res.figure("sqnr_db", row[f"sqnr_db_{side}"], f"{name} [{side.upper()}]")
-                        res.figure("calc_diff", row[f"calc_diff_{side}"], f"{name} [{side.upper()}]")
-                if not cmp.equal:
-                    res.fail(name, cmp.first_mismatch.describe(), repro)
-            else:
-                ta, tb = a.get(name), b.get(name)
-                same = _same_bytes(ta, tb)
-                rows.append({"tensor": name, "shape": list(ea.shape), "dtype": ea.dtype, "equal": same,
-                             "max_abs": 0.0 if same else float((ta.double() - tb.double()).abs().max())})
-                res.figure("plain_tensor_mismatch", 0 if same else 1, name)
-                if not same:
-                    res.fail(name, f"{ea.dtype} tensor differs (max abs {rows[-1]['max_abs']:.4g})", repro)
-        except Exception as exc:  # a corrupt payload behind a valid header must not end the diff
-            issue(name, "unreadable", f"{name}: {type(exc).__name__}: {exc}")
-    res.tables["tensors"] = rows
+    done = 0
+    try:
+        for done, name in enumerate(common):
+            progress(f"{name} ({done + 1}/{len(common)})")
+            _diff_one(name, a, b, pa, pb, source, issue, res, (rows, cmps, ulps))
+        done = len(common)
+    finally:
+        _summarize(res, rows, cmps, ulps, issues)
+        if done < len(common):  # interrupted: what finished is kept, the verdict can't be a pass
+            res.verdict = "error"
+            res.reason = f"interrupted after {done}/{len(common)} tensors; {res.reason}"
+    return DiffOutcome(res, issues, len(rows))
+
+
+def _diff_one(name, a, b, pa, pb, source, issue, res, acc) -> None:
+    rows, cmps, ulps = acc
+    ea, eb = a.entries[name], b.entries[name]
+    if (name in pa.fp8) != (name in pb.fp8) or (ea.dtype != eb.dtype and not {ea.dtype, eb.dtype} <= {"F8_E4M3", "U8"}):
+        issue(name, "dtype_mismatch", f"{name}: dtype {ea.dtype} in A vs {eb.dtype} in B")
+        return
+    if ea.shape != eb.shape:
+        issue(name, "shape_mismatch", f"{name}: shape {list(ea.shape)} in A vs {list(eb.shape)} in B")
+        return
+    if name in pa.fp8 and len(ea.shape) != 2:
+        issue(name, "bad_rank", f"{name}: FP8 weight of rank {len(ea.shape)} (shape {list(ea.shape)}); block FP8 "
+              "weights are 2-D [out, in]")
+        return
+    try:
+        if name in pa.fp8:
+            row, cmp, counts = _diff_fp8(name, a, b, pa.fp8[name], source, issue)
+            if row is None:
+                return
+            rows.append(row)
+            cmps.append(cmp)
+            ulps.update(counts)
+            res.figure("refit_code_mismatch", cmp.n_code_mismatch, name)
+            res.figure("refit_scale_mismatch", cmp.n_scale_mismatch, name)
+            for side in ("a", "b"):
+                if f"sqnr_db_{side}" in row:
+                    res.figure("sqnr_db", row[f"sqnr_db_{side}"], f"{name} [{side.upper()}]")
+                    res.figure("calc_diff", row[f"calc_diff_{side}"], f"{name} [{side.upper()}]")
+            if not cmp.equal:
+                res.fail(name, cmp.first_mismatch.describe(), res.repro)
+        else:
+            ta, tb = a.get(name), b.get(name)
+            same = _same_bytes(ta, tb)
+            rows.append({"tensor": name, "shape": list(ea.shape), "dtype": ea.dtype, "equal": same,
+                         "max_abs": 0.0 if same else float((ta.double() - tb.double()).abs().max())})
+            res.figure("plain_tensor_mismatch", 0 if same else 1, name)
+            if not same:
+                res.fail(name, f"{ea.dtype} tensor differs (max abs {rows[-1]['max_abs']:.4g})", res.repro)
+    except Exception as exc:  # a corrupt payload behind a valid header must not end the diff
+        issue(name, "unreadable", f"{name}: {type(exc).__name__}: {exc}")
+
+
+def _summarize(res: JobResult, rows, cmps, ulps, issues) -> None:
     res.tables["block_mismatch"] = heatmap_rows(cmps)
     res.tables["scale_ulp"] = scale_ulp_rows(ulps)
-    res.tables["issues"] = issues
     n_code = sum(c.n_code_mismatch for c in cmps)
     n_el = sum(c.n_elements for c in cmps)
     res.metrics = {
@@ -141,18 +166,54 @@ def diff_state_dicts(a: StateDict, b: StateDict, source: Optional[StateDict] = N
         "code_mismatch_rate": n_code / n_el if n_el else 0.0,
         "n_code_mismatch": n_code, "n_scale_mismatch": sum(c.n_scale_mismatch for c in cmps),
     }
+    if not rows and not res.failures:  # two empty state dicts: nothing was checked, never "zero drift"
+        res.fail("<state dicts>", "no tensors compared: nothing was checked", res.repro)
     if res.failures:
         res.reason = (f"{res.metrics['tensors_differing']} tensor(s) differ, {len(issues)} issue(s); "
                       f"first: {res.failures[0].reason}")
     else:
         res.reason = f"{len(rows)} tensors bit-identical"
-    return DiffOutcome(res, issues, len(rows))
 
 
 def _same_bytes(x: torch.Tensor, y: torch.Tensor) -> bool:
     """Bytes, not values: -0 vs +0 and NaN payloads matter to a bit-exact refit."""
     return x.dtype == y.dtype and x.shape == y.shape and torch.equal(
         x.contiguous().view(torch.uint8), y.contiguous().view(torch.uint8))
+
+
+# vLLM pre-fills weight_scale_inv with float32 min; a dump that went through a cast or an
+# approximate write may hold a value near it. No real scale is anywhere close (they are positive).
+PLACEHOLDER_BELOW = FP32_FILL / 2
+
+
+def _first_block(mask: torch.Tensor) -> tuple:
+    return tuple(int(i) for i in mask.nonzero()[0])
+
+
+def _validate_scale(s: torch.Tensor, side: str, scale_name: str, issue) -> None:
+    """One side alone: every scale_inv finite and positive, else an issue naming count and first block."""
+    unloaded = s <= PLACEHOLDER_BELOW
+    if unloaded.any():
+        issue(scale_name, "scale_unloaded", f"side {side}: {int(unloaded.sum())} block(s) of {scale_name} hold "
+              f"~float32 min (vLLM's fill value: the scale was never loaded), first block {_first_block(unloaded)}")
+    bad = ~(torch.isfinite(s) & (s > 0)) & ~unloaded
+    if bad.any():
+        blk = _first_block(bad)
+        issue(scale_name, "scale_invalid", f"side {side}: {int(bad.sum())} block(s) of {scale_name} are not finite "
+              f"and positive (NaN, inf, zero or negative), first block {blk} = {float(s[blk])!r}")
+
+
+def _validate_codes(d: torch.Tensor, side: str, name: str, issue) -> None:
+    """A block whose every code is NaN holds no weight at all (a stray NaN, the same on both sides, may be a
+    faithfully quantized NaN input: that is compared bitwise, not flagged here)."""
+    nan = fmt.is_nan_code(fmt.codes(d)).float()
+    if not nan.numel() or not nan.any():
+        return
+    per_block = torch.nn.functional.avg_pool2d(nan[None, None], BLOCK, ceil_mode=True)[0, 0]
+    full = per_block == 1.0
+    if full.any():
+        issue(name, "nan_codes", f"side {side}: {int(full.sum())} block(s) of {name} are all NaN codes, "
+              f"first block {_first_block(full)}")
 
 
 def _diff_fp8(name, a, b, scale_name, source, issue):
@@ -168,10 +229,9 @@ def _diff_fp8(name, a, b, scale_name, source, issue):
             return None, None, None
         if s.dtype != torch.float32:
             issue(scale_name, "scale_dtype", f"side {side}: {scale_name} is {s.dtype}, expected float32")
-        unloaded = int((s.float() == FP32_FILL).sum())
-        if unloaded:
-            issue(scale_name, "scale_unloaded", f"side {side}: {unloaded} block(s) of {scale_name} hold float32 min "
-                  "(vLLM's fill value: the scale was never loaded)")
+        _validate_scale(s.float().reshape(want), side, scale_name, issue)
+    for side, d in (("A", da), ("B", db)):
+        _validate_codes(d, side, name, issue)
     cmp = compare_fp8(da, sa.float(), db, sb.float(), BLOCK, name)
     err_a = err_b = None
     if source is not None:

@@ -7,6 +7,8 @@ issue naming the file; its tensors then show up as missing, each by name.
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +28,7 @@ class Entry:
 class StateDict:
     root: str
     entries: dict[str, Entry] = field(default_factory=dict)
-    issues: list[tuple[str, str]] = field(default_factory=list)  # (file or tensor, message)
+    issues: list[tuple[str, str, str]] = field(default_factory=list)  # (file or tensor, kind, message)
 
     def get(self, name: str):
         from safetensors import safe_open
@@ -36,6 +38,28 @@ class StateDict:
             return f.get_tensor(name)
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def refusal(path: Path) -> str | None:
+    """Why `path` is not opened at all: not a regular file (a FIFO would block), or pickle/zip content
+    (torch.save runs code when loaded). Only the first bytes are read, never unpickled."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return f"cannot stat: {exc.strerror}"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (FIFO, device or socket): refused, never opened"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError as exc:
+        return f"cannot read: {exc.strerror}"
+    if head[:1] == b"\x80" or head[:2] == b"PK" or path.suffix in PICKLE_SUFFIXES:
+        return "pickle/zip (torch.save) file: refused, never loaded (convert it to safetensors)"
+    return None
+
+
 def open_state_dict(path) -> StateDict:
     from safetensors import safe_open
 
@@ -43,22 +67,32 @@ def open_state_dict(path) -> StateDict:
     if p.is_dir():
         files = sorted(p.glob("*.safetensors"))
         if not files:
-            raise BadInputError(f"{p}: folder holds no *.safetensors files")
-    elif p.exists():
+            pickles = sorted(f.name for f in p.iterdir() if f.suffix in PICKLE_SUFFIXES)
+            raise BadInputError(f"{p}: folder holds no *.safetensors files"
+                                + (f" (pickle files refused, never loaded: {', '.join(pickles[:5])})" if pickles else ""))
+    elif os.path.lexists(p):
+        why = refusal(p)
+        if why:
+            raise BadInputError(f"{p}: {why}")
         files = [p]
     else:
         raise BadInputError(f"{p}: no such file or folder")
     sd = StateDict(str(p))
     for f in files:
+        why = refusal(f)
+        if why:
+            sd.issues.append((f.name, "refused", why))
+            continue
         try:
             with safe_open(str(f), framework="pt") as h:
                 for name in h.keys():
                     sl = h.get_slice(name)
                     entry = Entry(str(f), sl.get_dtype(), tuple(sl.get_shape()))
                     if name in sd.entries:
-                        sd.issues.append((name, f"duplicate tensor in {Path(sd.entries[name].file).name} and {f.name}"))
+                        sd.issues.append((name, "duplicate", f"duplicate tensor in {Path(sd.entries[name].file).name} "
+                                          f"and {f.name}"))
                         continue
                     sd.entries[name] = entry
         except Exception as exc:  # safetensors raises its own error types (and OSError) for bad files
-            sd.issues.append((f.name, f"unreadable safetensors file: {type(exc).__name__}: {exc}"))
+            sd.issues.append((f.name, "unreadable", f"unreadable safetensors file: {type(exc).__name__}: {exc}"))
     return sd

@@ -5,12 +5,9 @@ from __future__ import annotations
 import signal
 from typing import Optional
 
+from refit_verify.errors import Terminated  # re-exported: callers import it from here
 from refit_verify.jobs import JobContext, error_result, load_errors, run_one, select_jobs
 from refit_verify.report.document import Report, ReportWriter
-
-
-class Terminated(BaseException):
-    """SIGTERM (CI cancel, timeout): unwinds like KeyboardInterrupt so the report is finished."""
 
 
 def _on_sigterm(signum, frame):

@@ -88,31 +88,75 @@ def find_regressions(report: dict, baseline: dict, policy: Policy) -> list[str]:
     return out
 
 
+STATUSES = ("complete", "incomplete")
+FIGURE_KEYS = {"metric", "value", "subject"}
+
+
+def _report_keys() -> set:
+    from refit_verify.report.document import Report
+
+    return set(Report("run", "", "").to_dict())
+
+
+def _job_keys() -> set:
+    from refit_verify.results import JobResult
+
+    return set(JobResult("x").to_dict())
+
+
 def _validate_job(job, where: str) -> None:
     if not isinstance(job, dict):
         raise BadInputError(f"{where}: a job must be an object, got {type(job).__name__}")
     if not isinstance(job.get("name"), str) or not job["name"]:
         raise BadInputError(f"{where}: job without a 'name'")
+    unknown = sorted(set(job) - _job_keys())
+    if unknown:
+        raise BadInputError(f"{where}: job {job['name']}: unknown key(s) {unknown}")
     if job.get("verdict") not in VERDICTS:
         raise BadInputError(f"{where}: job {job['name']}: 'verdict' {job.get('verdict')!r} is not one of "
                             f"{', '.join(VERDICTS)}")
-    figures = job.get("figures", [])
-    if not isinstance(figures, list):
-        raise BadInputError(f"{where}: job {job['name']}: 'figures' must be a list, got {type(figures).__name__}")
-    for f in figures:
-        if not isinstance(f, dict) or not isinstance(f.get("metric"), str) or "value" not in f:
-            raise BadInputError(f"{where}: job {job['name']}: a figure needs 'metric' and 'value', got {f!r}")
+    for key, typ in (("reason", str), ("failures", list), ("figures", list), ("metrics", dict), ("tables", dict)):
+        if key in job and not isinstance(job[key], typ):
+            raise BadInputError(f"{where}: job {job['name']}: '{key}' must be a {typ.__name__}, "
+                                f"got {type(job[key]).__name__}")
+    for f in job.get("figures", []):
+        _validate_figure(f, job["name"], where)
+
+
+def _validate_figure(f, job: str, where: str) -> None:
+    if not isinstance(f, dict) or not isinstance(f.get("metric"), str) or "value" not in f:
+        raise BadInputError(f"{where}: job {job}: a figure needs 'metric' and 'value', got {f!r:.80}")
+    unknown = sorted(set(f) - FIGURE_KEYS)
+    if unknown:
+        raise BadInputError(f"{where}: job {job}: figure {f['metric']}: unknown key(s) {unknown}")
+    v = f["value"]
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):  # strings: 'inf'/'nan' (JSON has none)
+        raise BadInputError(f"{where}: job {job}: figure {f['metric']}: 'value' must be a number, "
+                            f"got {type(v).__name__}")
+    if not isinstance(f.get("subject", ""), str):
+        raise BadInputError(f"{where}: job {job}: figure {f['metric']}: 'subject' must be a string")
 
 
 def validate_report(report, where: str = "report") -> None:
     """Fail closed: a report the gate does not fully understand is bad input (exit 2), never a pass."""
     if not isinstance(report, dict):
         raise BadInputError(f"{where}: expected a JSON object, got {type(report).__name__}")
+    unknown = sorted(set(report) - _report_keys())
+    if unknown:
+        raise BadInputError(f"{where}: unknown top-level key(s) {unknown}")
+    if report.get("status") not in STATUSES:
+        raise BadInputError(f"{where}: 'status' {report.get('status')!r} is not one of {', '.join(STATUSES)}")
+    if not isinstance(report.get("not_run", []), list):
+        raise BadInputError(f"{where}: 'not_run' must be a list, got {type(report['not_run']).__name__}")
     jobs = report.get("jobs")
     if not isinstance(jobs, list) or not jobs:
         raise BadInputError(f"{where}: 'jobs' must be a non-empty list, got {jobs!r:.60}")
     for job in jobs:
         _validate_job(job, where)
+    names = [j["name"] for j in jobs]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise BadInputError(f"{where}: job name(s) {dup} appear more than once in 'jobs'")
 
 
 def gate(report: dict, policy: Policy, baseline: Optional[dict] = None) -> GateResult:

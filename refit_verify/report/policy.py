@@ -87,21 +87,99 @@ def load_policy(path=None) -> Policy:
             raw = tomllib.loads(text)
     except ValueError as exc:  # both JSONDecodeError and TOMLDecodeError
         raise BadInputError(f"policy {p} does not parse: {exc}") from None
-    if raw.get("schema", POLICY_SCHEMA) != POLICY_SCHEMA:
-        raise BadInputError(f"policy {p}: schema {raw.get('schema')!r}, expected {POLICY_SCHEMA}")
-    known = set(Rule.__dataclass_fields__) - {"metric"}
-    rules = {}
-    for name, spec in raw.get("metrics", {}).items():
-        unknown = set(spec) - known
-        if unknown:  # a typo such as "maxx" would otherwise disable a limit silently
-            raise BadInputError(f"policy {p}: metrics.{name} has unknown key(s) {sorted(unknown)}")
-        if spec.get("better") not in (None, "lower", "higher"):
-            raise BadInputError(f"policy {p}: metrics.{name}.better must be 'lower' or 'higher'")
-        rules[name] = Rule(metric=name, **spec)
+    validate_policy(raw, str(p))
+    rules = {name: Rule(metric=name, **spec) for name, spec in raw.get("metrics", {}).items()}
     reported = dict(raw.get("reported", {}))
-    both = sorted(set(reported) & set(rules))
-    if both:
-        raise BadInputError(f"policy {p}: {both} both gated ([metrics]) and reported-only ([reported])")
     g = raw.get("gate", {})
     return Policy(rules, g.get("require_complete", True), tuple(g.get("fail_on_verdicts", ("fail", "error"))),
                   g.get("skip_is_regression", True), str(p), raw, reported)
+
+
+TOP_KEYS = {"schema", "gate", "metrics", "reported"}
+GATE_KEYS = {"require_complete": bool, "fail_on_verdicts": list, "skip_is_regression": bool}
+NUMBER_KEYS = ("max", "min", "warn_max", "warn_min", "regress_abs", "regress_rel")
+# figures that can be negative; for every other metric (counts, rates, errors, divergences) a negative
+# upper limit can never be met, so it is a mistake, not a policy
+SIGNED_METRICS = {"sqnr_db", "logits_cosine"}
+
+
+def _bad(where: str, message: str) -> BadInputError:
+    return BadInputError(f"policy {where}: {message}")
+
+
+def validate_policy(raw, where: str) -> None:
+    """Fail closed: every key known, every type right, every limit satisfiable; else exit 2 naming the key."""
+    if not isinstance(raw, dict):
+        raise _bad(where, f"expected a table/object, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise _bad(where, f"unknown top-level key(s) {unknown} (known: {sorted(TOP_KEYS)})")
+    if raw.get("schema", POLICY_SCHEMA) != POLICY_SCHEMA:
+        raise _bad(where, f"schema {raw.get('schema')!r}, expected {POLICY_SCHEMA}")
+    _validate_gate_section(raw.get("gate", {}), where)
+    metrics = raw.get("metrics")
+    if not isinstance(metrics, dict) or not metrics:
+        raise _bad(where, f"'metrics' must be a non-empty table of [metrics.NAME] rules, got {metrics!r:.60}")
+    for name, spec in metrics.items():
+        _validate_rule(name, spec, where)
+    reported = raw.get("reported", {})
+    if not isinstance(reported, dict):
+        raise _bad(where, f"'reported' must be a table, got {type(reported).__name__}")
+    both = sorted(set(reported) & set(metrics))
+    if both:
+        raise _bad(where, f"{both} both gated ([metrics]) and reported-only ([reported])")
+
+
+def _validate_gate_section(g, where: str) -> None:
+    from refit_verify.results import VERDICTS
+
+    if not isinstance(g, dict):
+        raise _bad(where, f"'gate' must be a table, got {type(g).__name__}")
+    for key, value in g.items():
+        if key not in GATE_KEYS:
+            raise _bad(where, f"gate.{key} is not a known key (known: {sorted(GATE_KEYS)})")
+        if not isinstance(value, GATE_KEYS[key]):
+            raise _bad(where, f"gate.{key} must be a {GATE_KEYS[key].__name__}, got {type(value).__name__} {value!r}")
+    for v in g.get("fail_on_verdicts", []):
+        if v not in VERDICTS:
+            raise _bad(where, f"gate.fail_on_verdicts: {v!r} is not a verdict ({', '.join(VERDICTS)})")
+
+
+def _validate_rule(name: str, spec, where: str) -> None:
+    key = f"metrics.{name}"
+    if not isinstance(spec, dict):
+        raise _bad(where, f"{key} must be a table, got {type(spec).__name__}")
+    unknown = set(spec) - (set(Rule.__dataclass_fields__) - {"metric"})
+    if unknown:  # a typo such as "maxx" would otherwise disable a limit silently
+        raise _bad(where, f"{key} has unknown key(s) {sorted(unknown)}")
+    for k in NUMBER_KEYS:
+        v = spec.get(k)
+        if v is None and k in ("max", "min", "warn_max", "warn_min"):  # JSON null: no such limit
+            continue
+        if k not in spec:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise _bad(where, f"{key}.{k} must be a number, got {type(v).__name__} {v!r}")
+        if not math.isfinite(v):
+            raise _bad(where, f"{key}.{k} must be finite, got {v!r}")
+    if spec.get("better") not in (None, "lower", "higher"):
+        raise _bad(where, f"{key}.better must be 'lower' or 'higher', got {spec.get('better')!r}")
+    if not isinstance(spec.get("source", ""), str):
+        raise _bad(where, f"{key}.source must be a string")
+    if spec.get("max") is None and spec.get("min") is None and spec.get("better") is None:
+        raise _bad(where, f"{key} gates nothing: give max, min or better")
+    _validate_limits(name, spec, where)
+
+
+def _validate_limits(name: str, spec: dict, where: str) -> None:
+    key = f"metrics.{name}"
+    for k in ("regress_abs", "regress_rel"):
+        if spec.get(k, 0) < 0:
+            raise _bad(where, f"{key}.{k} must be >= 0, got {spec[k]!r}")
+    for lo, hi in (("min", "max"), ("warn_min", "warn_max")):
+        if spec.get(lo) is not None and spec.get(hi) is not None and spec[lo] > spec[hi]:
+            raise _bad(where, f"{key}: {lo} {spec[lo]!r} > {hi} {spec[hi]!r}, no value can pass")
+    if name not in SIGNED_METRICS:
+        for k in ("max", "warn_max"):
+            if spec.get(k) is not None and spec[k] < 0:
+                raise _bad(where, f"{key}.{k} {spec[k]!r} is negative; {name} is never below 0")

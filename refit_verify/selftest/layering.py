@@ -13,14 +13,14 @@ FLOORS = (
     ("errors", "__init__"),
     ("cases", "results", "layout", "files"),
     ("fp8", "usercode"),
-    ("report",),
+    ("report", "userworker"),  # userworker: the user's quantizer in a child process (imports usercode)
     ("compare",),
     ("model",),
     ("check", "refit", "fit"),
     ("engine", "live"),
     ("bench",),  # times the kernels, the live digest and NCCL refits
     ("selftest",),
-    ("jobs",),
+    ("jobs", "runguard"),  # runguard: `run`'s arguments checked before any work, the --out lock
     ("cli", "pytest_plugin", "testing"),
     ("__main__",),
 )

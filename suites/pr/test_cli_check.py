@@ -135,3 +135,79 @@ def test_sys_exit_at_import_is_a_load_error(tmp_path, capsys):
     p.write_text("import sys\nsys.exit(0)\n")
     assert main(["check", "--quantizer", f"{p}:f"]) == 2
     assert "SystemExit(0)" in capsys.readouterr().err
+
+
+PRINTING = textwrap.dedent('''
+    from refit_verify.fp8 import quantize
+
+    def chatty(w):
+        print("chatty: quantizing", tuple(w.shape))
+        q = quantize(w, "nemo_rl")
+        return q.data, q.scale_inv
+
+    def asserts(w):
+        assert w.dim() == 3
+''')
+
+
+def test_messages_count_apart_label_sides_and_print_user_output_after_verdict(tmp_path, capsys):
+    p = tmp_path / "printing.py"
+    p.write_text(PRINTING)
+    assert main(["check", "--quantizer", f"{p}:chatty", *FAST]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL: 0 cases raised, ")
+    assert "reference=" in out and "yours=" in out
+    assert out.index("chatty: quantizing") > out.index("reproduce:")
+    assert main(["check", "--quantizer", f"{p}:asserts", *FAST]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL: 3 cases raised, 0 differ (of 3)")
+    assert f"AssertionError at {p}:" in out and "assert w.dim() == 3" in out
+
+
+HOSTILE = textwrap.dedent('''
+    import ctypes, os, time
+    from refit_verify.fp8 import quantize
+
+    def hostile(w):
+        if w.shape == (127, 129):
+            os._exit(0)
+        if w.shape == (256, 384):
+            ctypes.string_at(0)  # segfault
+        if w.shape == (256, 256):
+            time.sleep(1000)
+        q = quantize(w, "vllm_per_block")
+        return q.data, q.scale_inv
+''')
+
+
+def test_os_exit_segfault_and_hang_are_each_that_cases_error_with_a_report(tmp_path, capsys):
+    p = tmp_path / "hostile.py"
+    p.write_text(HOSTILE)
+    out = tmp_path / "r"
+    code = main(["check", "--quantizer", f"{p}:hostile", *FAST, "--case", "randn_1x1", "--timeout", "3",
+                 "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 1 and text.startswith("FAIL: 3 cases raised, 0 differ (of 4)"), text
+    assert "exited with code 0" in text and "SIGSEGV" in text and "time limit of 3 s" in text
+    import json
+
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["status"] == "complete" and rep["jobs"][0]["verdict"] == "fail"
+    assert rep["jobs"][0]["metrics"]["cases_raised"] == 3
+
+
+@pytest.mark.parametrize("body,msg", [("import os\nos._exit(0)\n", "exited with code 0"),
+                                      ("import sys\nsys.exit(3)\n", "SystemExit(3)")])
+def test_exiting_at_import_in_the_child_is_one_usage_error(tmp_path, capsys, body, msg):
+    p = tmp_path / "bad_import.py"
+    p.write_text(body)
+    assert main(["check", "--quantizer", f"{p}:f", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and str(p) in err and "Traceback" not in err
+
+
+def test_a_folder_as_quantizer_is_a_clear_usage_error(tmp_path, capsys):
+    (tmp_path / "pkg").mkdir()
+    assert main(["check", "--quantizer", f"{tmp_path / 'pkg'}:f", "--in-process"]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and "Traceback" not in err

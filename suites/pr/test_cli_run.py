@@ -157,3 +157,76 @@ def test_delegates_say_not_available(cmd, module, capsys):
 def test_cli_startup_is_light():
     code = "import sys, refit_verify.cli; sys.exit(1 if 'torch' in sys.modules or 'matplotlib' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(ROOT))).returncode == 0
+
+
+def _corrupt_model(tmp_path):
+    d = tmp_path / "corrupt"
+    d.mkdir()
+    (d / "config.json").write_text('{"hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 1, '
+                                   '"vocab_size": 32}')
+    (d / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header}")
+    return d
+
+
+@pytest.mark.parametrize("argv,names", [
+    (["--layers", "0"], "--layers 0"),
+    (["--layers", "-1"], "--layers -1"),
+    (["--set", "trainer_recipie=nemo_rl"], "trainer_recipie"),
+    (["--set", "trainer_recipe=no_such_recipe"], "no_such_recipe"),
+    (["--set", "prompts=many"], "prompts=many"),
+    (["--model", "{tmp}/nope"], "nope"),
+    (["--model", "{tmp}/corrupt"], "model.safetensors"),
+    (["--model", "{tmp}/broken.json"], "broken.json"),
+    (["--config", "no-such-config"], "no-such-config"),
+])
+def test_bad_run_arguments_exit_2_at_once_naming_them(tmp_path, capsys, argv, names):
+    _corrupt_model(tmp_path)
+    (tmp_path / "broken.json").write_text('{"hidden_size": 64')
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    start = time.monotonic()
+    assert main(["run", *argv, "--out", str(tmp_path / "r"), "-q", "--no-plots"]) == 2
+    assert time.monotonic() - start < 20  # not the suite's minute on a model it cannot read
+    err = capsys.readouterr().err
+    assert names in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_bad_model_still_leaves_an_incomplete_report(tmp_path):
+    out = tmp_path / "r"
+    assert main(["run", "--model", str(_corrupt_model(tmp_path)), "--out", str(out), "-q", "--no-plots"]) == 2
+    rep = load(out)
+    assert rep["status"] == "incomplete" and "model.safetensors" in rep["interrupted"]
+    assert not (out / ".refit-verify.lock").exists()
+
+
+def test_out_pointing_at_a_file_and_a_held_out_lock_are_refused(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["run", "--job", "cast_semantics", "--out", str(f), "-q"]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    out = tmp_path / "r"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".refit-verify.lock").write_text(str(holder.pid))
+        assert main(["run", "--job", "cast_semantics", "--out", str(out), "-q", "--no-plots"]) == 2
+        assert f"another run (pid {holder.pid})" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    # its holder gone, the lock is stale: the next run takes it over, and releases it
+    assert main(["run", "--job", "cast_semantics", "--out", str(out), "-q", "--no-plots"]) == 0
+    assert not (out / ".refit-verify.lock").exists()
+
+
+def test_sigterm_in_the_first_seconds_leaves_a_report_folder(tmp_path):
+    out = tmp_path / "r"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "refit_verify", "run", "--job", "cast_semantics",
+                             "--out", str(out), "-q", "--no-plots"], env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 30
+    while not (out / "report.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    rep = load(out)
+    assert rep["status"] == "incomplete" and rep["interrupted"]

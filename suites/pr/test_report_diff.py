@@ -164,3 +164,124 @@ def test_source_gives_each_side_error_vs_bf16(pair):
 def test_missing_path_is_a_clear_exit_2(tmp_path, capsys):
     assert main(["diff", str(tmp_path / "nope"), str(tmp_path / "nope2"), "--out", str(tmp_path / "r")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+Q = "model.layers.0.self_attn.q_proj.weight"
+
+
+def _with_scale(state, value, at=(0, 0)):
+    s = state[Q + "_scale_inv"].clone()
+    s[at] = value
+    return dict(state, **{Q + "_scale_inv": s})
+
+
+@pytest.mark.parametrize("value,kind", [(float("nan"), "scale_invalid"), (float("inf"), "scale_invalid"),
+                                        (-1.0, "scale_invalid"), (0.0, "scale_invalid"),
+                                        (-3.4e38, "scale_unloaded")])
+def test_each_side_is_validated_alone_bad_scales_are_never_zero_drift(tmp_path, value, kind):
+    state = _with_scale(fp8_state(bf16_weights()), value)
+    rc, rep = run_diff(tmp_path, write(tmp_path / "a", state), write(tmp_path / "b", dict(state)))
+    assert rc == 1 and (Q + "_scale_inv", kind) in _issues(rep)
+
+
+def test_all_nan_codes_and_bad_ranks_are_issues(tmp_path):
+    state = fp8_state(bf16_weights())
+    state[Q] = torch.full(state[Q].shape, 0x7F, dtype=torch.uint8).view(torch.float8_e4m3fn)
+    for name, shape in (("x.one_d.weight", (130,)), ("x.zero_d.weight", ()), ("x.three_d.weight", (2, 3, 4))):
+        state[name] = torch.zeros(shape, dtype=torch.float8_e4m3fn)
+        state[name + "_scale_inv"] = torch.ones(1, 1)
+    rc, rep = run_diff(tmp_path, write(tmp_path / "a", state), write(tmp_path / "b", dict(state)))
+    issues = _issues(rep)
+    assert rc == 1 and (Q, "nan_codes") in issues
+    for name in ("x.one_d.weight", "x.zero_d.weight", "x.three_d.weight"):
+        assert (name, "bad_rank") in issues
+
+
+def test_empty_state_dicts_are_not_zero_drift(tmp_path, capsys):
+    for side in "ab":
+        (tmp_path / side).mkdir()
+        save_file({}, str(tmp_path / side / "model.safetensors"))
+    rc, rep = run_diff(tmp_path, tmp_path / "a", tmp_path / "b")
+    assert rc == 1 and rep["jobs"][0]["verdict"] == "fail" and "ZERO DRIFT" not in capsys.readouterr().out
+    assert ("empty" in {k for _, k in _issues(rep)})
+
+
+def test_pickle_and_fifo_are_refused_never_opened(tmp_path, capsys):
+    import os
+
+    pkl = tmp_path / "model.bin"
+    torch.save({"w": torch.ones(2)}, pkl)
+    assert main(["diff", str(pkl), str(pkl), "--out", str(tmp_path / "r1")]) == 2
+    assert "refused, never loaded" in capsys.readouterr().err
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    assert main(["diff", str(fifo), str(fifo), "--out", str(tmp_path / "r2")]) == 2  # would block if opened
+    assert "not a regular file" in capsys.readouterr().err
+    state = fp8_state(bf16_weights())
+    b = write(tmp_path / "b", dict(state))
+    torch.save({"w": torch.ones(2)}, b / "model-00001.safetensors")  # pickle behind a safetensors name
+    rc, rep = run_diff(tmp_path, write(tmp_path / "a", state), b)
+    assert rc == 1 and ("model-00001.safetensors", "refused") in _issues(rep)
+
+
+def test_sigterm_keeps_the_tensors_finished(pair, monkeypatch):
+    from refit_verify.compare import diff as diff_mod
+    from refit_verify.errors import Terminated
+
+    state, a, tmp = pair
+    real, calls = diff_mod._diff_one, []
+
+    def one_then_terminated(*args):
+        calls.append(args[0])
+        if len(calls) > 1:
+            raise Terminated()
+        return real(*args)
+
+    monkeypatch.setattr(diff_mod, "_diff_one", one_then_terminated)
+    out = tmp / "report"
+    assert main(["diff", str(a), str(write(tmp / "b", dict(state))), "--out", str(out), "-q", "--no-plots"]) == 143
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["status"] == "incomplete" and rep["interrupted"] == "terminated (SIGTERM)"
+    job = rep["jobs"][0]
+    assert job["verdict"] == "error" and [r["tensor"] for r in job["tables"]["tensors"]] == calls[:1]
+    assert (out / "report.html").exists()
+
+
+# --- fuzz: malformed safetensors headers never give a traceback or exit 0 ------------------------------
+from hypothesis import HealthCheck, assume, given, settings, strategies as st  # noqa: E402
+
+DTYPES = st.sampled_from(["F8_E4M3", "F32", "BF16", "U8", "I64", "F4", "", "f32"])
+ENTRY = st.fixed_dictionaries({"dtype": DTYPES, "shape": st.lists(st.integers(-2, 300), max_size=3),
+                               "data_offsets": st.lists(st.integers(-1, 70000), min_size=0, max_size=3)})
+HEADER = st.dictionaries(st.sampled_from([Q, Q + "_scale_inv", "model.norm.weight", "__metadata__", ""]),
+                         ENTRY | st.integers() | st.text(max_size=4), max_size=3)
+
+
+def _safetensors_bytes(header, payload: int, length_delta: int) -> bytes:
+    raw = json.dumps(header).encode()
+    return (len(raw) + length_delta).to_bytes(8, "little", signed=True) + raw + b"\x3c" * payload
+
+
+def _readable(path) -> bool:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            for k in f.keys():
+                f.get_tensor(k)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@given(HEADER, st.integers(0, 4096), st.sampled_from([0, 0, 0, -1, 3, 1 << 40]))
+def test_fuzz_malformed_safetensors_header_is_never_zero_drift(tmp_path_factory, header, payload, delta):
+    tmp = tmp_path_factory.mktemp("fuzz")
+    f = tmp / "model.safetensors"
+    f.write_bytes(_safetensors_bytes(header, payload, delta))
+    assume(not _readable(f))  # a header that happens to be valid is not malformed input
+    rc = main(["diff", str(f), str(f), "--out", str(tmp / "r"), "-q", "--no-plots"])
+    assert rc in (1, 2)
+    if rc == 1:
+        assert json.loads((tmp / "r" / "report.json").read_text())["jobs"][0]["verdict"] != "pass"

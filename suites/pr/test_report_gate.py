@@ -144,3 +144,121 @@ def test_baseline_without_verdicts_is_bad_input(tmp_path, capsys):
     base.write_text(json.dumps(b))
     assert main(["gate", str(good), "--baseline", str(base)]) == 2
     assert "baseline" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad,key", [
+    ({**report(GOOD), "extra": 1}, "'extra'"),
+    ({**report(GOOD), "status": "done"}, "'status'"),
+    ({**report(GOOD), "jobs": [{"name": "j", "verdict": "pass", "figures": [], "verdicts": "pass"}]}, "'verdicts'"),
+    ({**report(GOOD), "jobs": [{"name": "j", "verdict": "pass", "figures": [{"metric": "sqnr_db", "value": [1]}]}]},
+     "'value'"),
+    ({**report(GOOD), "jobs": [{"name": "j", "verdict": "pass", "failures": "none"}]}, "'failures'"),
+    ({**report(GOOD), "jobs": [{"name": "j", "verdict": "pass"}, {"name": "j", "verdict": "fail"}]}, "['j']"),
+])
+def test_report_schema_unknown_keys_and_wrong_types_exit_2(tmp_path, capsys, bad, key):
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps(bad))
+    assert main(["gate", str(p)]) == 2
+    assert key in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text,key", [
+    ("", "'metrics'"),
+    ('[gatee]\nrequire_complete = true\n[metrics.sqnr_db]\nmin = 28\n', "'gatee'"),
+    ('[metric.sqnr_db]\nmin = 28\n', "'metric'"),
+    ('[gate]\nfail_on_verdicts = "fail"\n[metrics.sqnr_db]\nmin = 28\n', "gate.fail_on_verdicts"),
+    ('[gate]\nfail_on_verdicts = ["fial"]\n[metrics.sqnr_db]\nmin = 28\n', "'fial'"),
+    ('[gate]\nrequire_complete = "no"\n[metrics.sqnr_db]\nmin = 28\n', "gate.require_complete"),
+    ('[gate]\nstrict = true\n[metrics.sqnr_db]\nmin = 28\n', "gate.strict"),
+    ('[metrics.sqnr_db]\nmin = "28"\n', "metrics.sqnr_db.min"),
+    ('[metrics.sqnr_db]\nmin = inf\n', "metrics.sqnr_db.min"),
+    ('[metrics.calc_diff]\nmax = nan\n', "metrics.calc_diff.max"),
+    ('[metrics.sqnr_db]\nmin = 30\nmax = 20\n', "metrics.sqnr_db"),
+    ('[metrics.calc_diff]\nmax = -0.001\n', "metrics.calc_diff.max"),
+    ('[metrics.calc_diff]\nmax = 0.001\nregress_abs = -1\n', "metrics.calc_diff.regress_abs"),
+    ('[metrics.calc_diff]\nsource = "x"\n', "gates nothing"),
+    ('metrics = 5\n', "'metrics'"),
+])
+def test_malformed_policy_fails_closed_exit_2(tmp_path, capsys, text, key):
+    pol = tmp_path / "p.toml"
+    pol.write_text(text)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(report(GOOD)))
+    assert main(["gate", str(good), "--policy", str(pol)]) == 2
+    err = capsys.readouterr().err
+    assert key in err and str(pol) in err and "Traceback" not in err
+
+
+# --- fuzz: malformed reports and policies never give a traceback or exit 0 -----------------------------
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+JSON_LEAF = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=False), st.text(max_size=5))
+JSON = st.recursive(JSON_LEAF, lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids,
+                                                                                          max_size=3), max_leaves=8)
+FUZZ = settings(max_examples=30, deadline=None, derandomize=True, database=None,
+                suppress_health_check=list(HealthCheck))
+
+
+def _corrupt(data, path_choice: int, value):
+    """Replace one node of a valid report/policy (picked by index) with `value`."""
+    nodes = []
+
+    def walk(node, parent, key):
+        nodes.append((parent, key))
+        children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for k, v in children:
+            walk(v, node, k)
+    walk(data, None, None)
+    parent, key = nodes[path_choice % len(nodes)]
+    if parent is None:
+        return value
+    parent[key] = value
+    return data
+
+
+def _gate_rc(tmp, rep, pol=..., ) -> int:
+    r = tmp / "r.json"
+    r.write_text(json.dumps(rep))
+    args = ["gate", str(r)]
+    if pol is not ...:
+        (tmp / "p.json").write_text(json.dumps(pol))
+        args += ["--policy", str(tmp / "p.json")]
+    return main(args)  # any exception other than a clean exit code fails the test with its traceback
+
+
+@FUZZ
+@given(st.integers(0, 200), JSON)
+def test_fuzz_corrupted_report_exits_2_or_fails(tmp_path_factory, choice, value):
+    tmp = tmp_path_factory.mktemp("fuzz")
+    rep = _corrupt(copy.deepcopy(report(GOOD)), choice, value)
+    ok = copy.deepcopy(report(GOOD))
+    rc = _gate_rc(tmp, rep)
+    if rep != ok:  # the corruption changed something: never a pass unless it is still a valid report
+        from refit_verify.report.gate import validate_report
+
+        try:
+            validate_report(rep)
+            valid = rep.get("schema") == SCHEMA
+        except Exception:  # noqa: BLE001
+            valid = False
+        assert rc in ((0, 1) if valid else (2,)), (rep, rc)
+
+
+@FUZZ
+@given(st.integers(0, 200), JSON)
+def test_fuzz_corrupted_policy_exits_2_or_is_valid(tmp_path_factory, choice, value):
+    import tomllib
+
+    from refit_verify.report.policy import default_policy_path, validate_policy
+
+    tmp = tmp_path_factory.mktemp("fuzz")
+    pol = _corrupt(tomllib.loads(default_policy_path().read_text()), choice, value)
+    try:
+        validate_policy(pol, "fuzz")
+        valid = True
+    except Exception as exc:  # noqa: BLE001
+        assert type(exc).__name__ == "BadInputError", repr(exc)
+        valid = False
+    bad = copy.deepcopy(report(GOOD + [("refit_code_mismatch", 1, "x")]))
+    rc = _gate_rc(tmp, bad, pol)
+    assert rc == (1 if valid else 2), (pol, rc)
