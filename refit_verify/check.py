@@ -68,6 +68,11 @@ def _type_name(x) -> str:
     return str(x.dtype) if isinstance(x, torch.Tensor) else type(x).__name__
 
 
+# scale dtypes that widen to float32 exactly (AReaL and compressed-tensors compute scales in the weight's
+# bf16); float64 is refused: it would be rounded on its way to the engine's float32 weight_scale_inv
+EXACT_SCALE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
 def as_pair(out, name):
     """(fp8_data, scale_inv) from the user's return value, or UserOutputError saying what came back."""
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
@@ -76,10 +81,11 @@ def as_pair(out, name):
     data, scale = out
     if not isinstance(data, torch.Tensor) or data.dtype not in (torch.float8_e4m3fn, torch.uint8):
         raise UserOutputError(f"{name}: fp8_data must be float8_e4m3fn (or its uint8 view), got {_type_name(data)}")
-    if not isinstance(scale, torch.Tensor) or scale.dtype != torch.float32:
+    if not isinstance(scale, torch.Tensor) or scale.dtype not in EXACT_SCALE_DTYPES:
         # the contract (and `diff`, and the engine's weight_scale_inv) is float32; a float64 scale
         # would be rounded on the way to the engine, so comparing it after .float() would hide that
-        raise UserOutputError(f"{name}: scale_inv must be a float32 tensor, got {_type_name(scale)}")
+        raise UserOutputError(f"{name}: scale_inv must be a float32 tensor (or bf16/fp16, which widen "
+                              f"exactly), got {_type_name(scale)}")
     return data, scale
 
 

@@ -23,6 +23,11 @@ SET_KEYS = {
     "whatif": "0 disables the what-if recipe comparison",
     "dump_dir": "folder for both engine stores as safetensors (for `refit-verify diff`)",
     "hazard_scenarios": "comma-separated scenario names of the hazard job",
+    "placement": "auto | vllm | exact: scale placement of fused shards in refit_pipeline",
+    "text": "0 skips the real-text prompts of logits_drift",
+    "trainer_quant": "after_gather | before_gather | both: when the sharded trainer quantizes",
+    "stage_names": "global | local: layer names pipeline stages export (sharded_refit)",
+    "invariants": "0 skips sharded_refit's A->B->A and storage-identity checks",
 }
 RECIPE_KEYS = ("trainer_recipe", "engine_recipe")
 INT_KEYS = ("prompts", "prompt_len", "greedy_steps")

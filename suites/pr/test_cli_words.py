@@ -96,3 +96,17 @@ def _plain_vllm(w):
 
     q = quantize(w, "vllm_per_block")
     return q.data, q.scale_inv
+
+
+def test_every_job_option_is_a_known_set_key():
+    """`--set` refuses unknown keys; a job reading an option the list lacks would be unreachable."""
+    import re
+    from pathlib import Path
+
+    import refit_verify.jobs as jobs
+    from refit_verify.runguard import SET_KEYS
+
+    read = set()
+    for f in Path(jobs.__file__).parent.glob("*.py"):
+        read |= set(re.findall(r'ctx\.options\.get\("([a-z_0-9]+)"', f.read_text()))
+    assert read and read <= set(SET_KEYS), sorted(read - set(SET_KEYS))
