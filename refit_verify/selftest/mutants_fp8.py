@@ -47,8 +47,8 @@ def _pre_blocks(pre):
 
 
 def _scales_stored_as_multiplier(original):
-    def mutated(amax, r, *rest):
-        factor, scale_inv = original(amax, r, *rest)
+    def mutated(amax, r, *rest, **kw):
+        factor, scale_inv = original(amax, r, *rest, **kw)
         return factor, torch.reciprocal(scale_inv)
     return mutated
 
@@ -120,7 +120,7 @@ MUTANTS = [
            _recipe("TRANSFORMER_ENGINE", inf_scale="fmax"),
            killers=(TE + "::test_te_presets_match_te_reference_semantics",)),
     Mutant("scale_stored_as_s", "stores the multiplier s instead of scale_inv = 1/s",
-           {f"{Q}:_scales": _scales_stored_as_multiplier},
+           {f"{Q}:scales_for_amax": _scales_stored_as_multiplier},
            killers=(HAND + "::test_known_literal_bytes", GOLDEN + "::test_matches_real_vllm",)),
     Mutant("div_instead_of_mul_reciprocal", "x / sf instead of x * (1/sf): operation order flips codes",
            _recipe("VLLM_PER_BLOCK", quantize_op="div"),

@@ -81,10 +81,10 @@ def _fused_drops_scale_diffs(orig):
 
 MUTANTS = [
     Mutant("verifier_compares_fp8_as_float", "fp8 compared as floats hides -0/+0 (ARCHITECTURE: compare bytes)",
-           {"refit_verify.compare.stream:code_bytes": _float_equal_codes}, area="verifier",
+           {"refit_verify.compare.bitwise:code_bytes": _float_equal_codes}, area="verifier",
            killers=(PR + "::test_verifier_sees_signed_zero",)),
     Mutant("verifier_ignores_scales", "scale_inv not compared: 1-ulp scale differences pass (FACTS.md §3 nemo vs vllm)",
-           {"refit_verify.compare.stream:scale_bits": lambda o: (lambda s: torch.zeros(s.shape, dtype=torch.int32, device=s.device))},
+           {"refit_verify.compare.bitwise:scale_bits": lambda o: (lambda s: torch.zeros(s.shape, dtype=torch.int32, device=s.device))},
            area="verifier",
            killers=(PR + "::test_verifier_sees_scale_only_difference",)),
     Mutant("verifier_skips_last_tensor", "off-by-one in the stream: the last tensor (lm_head side) never checked",

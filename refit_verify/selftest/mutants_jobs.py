@@ -56,7 +56,7 @@ MUTANTS = [
            killers=("suites/pr/test_cuda_parity.py::test_measured_parity_lost_fails_naming_preset_and_case",)),
     Mutant("pipeline_job_self_compare", "refit_pipeline compares the FP8-before store with itself: every "
            "per-tensor row and heatmap shows zero drift whatever the engine got",
-           {"refit_verify.jobs.refit:store_bitwise": _self_compare}, area="jobs",
+           {"refit_verify.refit.run:compare_states": _self_compare}, area="jobs",
            killers=(J + "::test_refit_pipeline_recipe_drift_fails_with_heatmap_and_repro",)),
     Mutant("hazards_job_never_checks", "refit_hazards lists findings but never checks the expected hazards "
            "were detected (a loader that stops reporting misplaced scales stays green)",

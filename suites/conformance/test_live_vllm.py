@@ -79,7 +79,7 @@ def _update_weights(live, stream):
     from vllm.model_executor.model_loader.reload import finalize_layerwise_reload, initialize_layerwise_reload
 
     model, V = live["model"], live["V"]
-    cfg = model._refit_vllm_config
+    cfg = V.vllm_config_of(model)
     with set_current_vllm_config(cfg):
         initialize_layerwise_reload(model)  # start_weight_update
         model.load_weights((n, V._as_fp8(t) if n.endswith(".weight") else t) for n, t in stream)  # update_weights
