@@ -88,6 +88,31 @@ def _child(i: int, world: int, port: int, backend: str, workdir: str, timeout_s:
     torch.save(received, Path(workdir) / f"recv{i + 1}.pt")
 
 
+def serve_with_spawned(child, child_args: tuple, nprocs: int, serve_rank0, timeout_s: float, who: str):
+    """Spawn `nprocs` children `child(i, *child_args)`, run `serve_rank0()` here as rank 0, wait for the
+    children within `timeout_s`; every failure (a child raised or died, a collective failed or timed out)
+    is a TransportError, and no child outlives the call. Returns serve_rank0's result."""
+    import torch.multiprocessing as mp
+
+    ctx = mp.start_processes(child, args=child_args, nprocs=nprocs, join=False, start_method="spawn")
+    try:
+        result = serve_rank0()
+        deadline = time.monotonic() + timeout_s
+        while not ctx.join(timeout=1.0):
+            if time.monotonic() > deadline:
+                raise TransportError(f"{who} did not finish within {timeout_s:.0f} s")
+        return result
+    except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
+        raise TransportError(f"one of the {who} failed: {str(exc).strip().splitlines()[-1]}") from exc
+    except RuntimeError as exc:  # rank 0's collective failed or timed out
+        raise TransportError(f"broadcast failed: {exc}") from exc
+    finally:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+
+
 def broadcast_transfer(items, metadata: dict, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
                        alignment: int = DEFAULT_ALIGNMENT, backend: str = "gloo", world_size: int = 2,
                        timeout_s: float = 60.0):
@@ -98,7 +123,6 @@ def broadcast_transfer(items, metadata: dict, bucket_bytes: int = DEFAULT_BUCKET
     receivers pay the interpreter and torch start-up.
     """
     import torch.distributed as dist
-    import torch.multiprocessing as mp
 
     if dist.is_available() and dist.is_initialized():
         raise TransportError("a default process group already exists in this process; run the broadcast "
@@ -113,22 +137,8 @@ def broadcast_transfer(items, metadata: dict, bucket_bytes: int = DEFAULT_BUCKET
     with tempfile.TemporaryDirectory(prefix="refit-bcast-") as workdir:
         torch.save(job, Path(workdir) / "job.pt")
         port = free_loopback_port()
-        ctx = mp.start_processes(_child, args=(world_size, port, backend, workdir, timeout_s),
-                                 nprocs=world_size - 1, join=False, start_method="spawn")
-        try:
-            _run_rank(0, world_size, port, backend, dict(job, buffers=buffers), timeout_s)
-            deadline = time.monotonic() + timeout_s
-            while not ctx.join(timeout=1.0):
-                if time.monotonic() > deadline:
-                    raise TransportError(f"receivers did not finish within {timeout_s:.0f} s")
-        except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
-            raise TransportError(f"a transport worker failed: {str(exc).strip().splitlines()[-1]}") from exc
-        except RuntimeError as exc:  # rank 0's collective failed or timed out
-            raise TransportError(f"broadcast failed: {exc}") from exc
-        finally:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.terminate()
-                    p.join(5)
+        serve_with_spawned(_child, (world_size, port, backend, workdir, timeout_s), world_size - 1,
+                           lambda: _run_rank(0, world_size, port, backend, dict(job, buffers=buffers), timeout_s),
+                           timeout_s, "receivers")
         received = torch.load(Path(workdir) / "recv1.pt", weights_only=False)
     return received, stats

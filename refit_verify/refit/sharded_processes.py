@@ -23,7 +23,7 @@ import torch
 from refit_verify.errors import BadInputError, RefitVerifyError, TransportError
 from refit_verify.fp8 import get_recipe
 from refit_verify.layout import Layout, Rank
-from refit_verify.refit.distributed import LOOPBACK, free_loopback_port, loopback_env
+from refit_verify.refit.distributed import LOOPBACK, free_loopback_port, loopback_env, serve_with_spawned
 from refit_verify.refit.exporter import SCALE_SUFFIX
 from refit_verify.refit.selection import explicit_selection
 from refit_verify.refit.sharded_engine import RankStore, ShardedReferenceEngine
@@ -123,7 +123,6 @@ def run_process_refit(config, layout: Layout, *, path: str = "before", weights=N
                       trainer_quant: str = "after_gather", timeout_s: float = 180.0) -> ProcessRefit:
     """One refit step of `path` over layout.world_size processes; this process is rank 0 (and the trainer)."""
     import torch.distributed as dist
-    import torch.multiprocessing as mp
 
     if backend == "nccl" and torch.cuda.device_count() < layout.world_size:
         raise BadInputError(f"NCCL needs one GPU per engine rank: layout tp={layout.tp} ep={layout.ep} pp={layout.pp} has "
@@ -140,23 +139,8 @@ def run_process_refit(config, layout: Layout, *, path: str = "before", weights=N
     out = ProcessRefit(path, backend, wire_bytes=sum(b.numel() for b in buffers), n_buckets=len(buffers))
     with tempfile.TemporaryDirectory(prefix="refit-ranks-") as workdir:
         torch.save(job, Path(workdir) / "job.pt")
-        ctx = mp.start_processes(_child, args=(workdir,), nprocs=layout.world_size - 1, join=False,
-                                 start_method="spawn")
-        try:
-            mine = _serve_rank(0, job, buffers)
-            deadline = time.monotonic() + timeout_s
-            while not ctx.join(timeout=1.0):
-                if time.monotonic() > deadline:
-                    raise TransportError(f"engine ranks did not finish within {timeout_s:.0f} s")
-        except (mp.ProcessRaisedException, mp.ProcessExitedException) as exc:
-            raise TransportError(f"an engine rank failed: {str(exc).strip().splitlines()[-1]}") from exc
-        except RuntimeError as exc:
-            raise TransportError(f"broadcast failed: {exc}") from exc
-        finally:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.terminate()
-                    p.join(5)
+        mine = serve_with_spawned(_child, (workdir,), layout.world_size - 1, lambda: _serve_rank(0, job, buffers),
+                                  timeout_s, "engine ranks")
         others = [torch.load(Path(workdir) / f"rank{i}.pt", weights_only=False) for i in range(1, layout.world_size)]
     out.ranks = {d.rank: d for d in [mine, *others]}
     return out
