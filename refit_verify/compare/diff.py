@@ -19,7 +19,7 @@ from refit_verify.fp8 import dequantize
 from refit_verify.fp8 import format as fmt
 from refit_verify.fp8.format import FP32_FILL
 from refit_verify.results import JobResult
-from refit_verify.compare.statedict import FP8_DTYPES, StateDict
+from refit_verify.compare.statedict import FP8_DTYPES, StateDict, source_tensor
 from refit_verify.compare.tensors import heatmap_rows, scale_ulp_counts, scale_ulp_rows, tensor_row
 
 SCALE_SUFFIX = "_scale_inv"
@@ -235,10 +235,10 @@ def _diff_fp8(name, a, b, scale_name, source, issue):
     cmp = compare_fp8(da, sa.float(), db, sb.float(), BLOCK, name)
     err_a = err_b = None
     if source is not None:
-        if name not in source.entries:
-            issue(name, "missing_in_source", f"{name} not in the BF16 source {source.root}")
+        w = source_tensor(source, name)
+        if w is None:
+            issue(name, "missing_in_source", f"{name} not in the BF16 source {source.root} (nor its unfused parts)")
         else:
-            w = source.get(name)
             if tuple(w.shape) != tuple(da.shape):
                 issue(name, "shape_mismatch", f"{name}: source shape {list(w.shape)} vs FP8 {list(da.shape)}")
             else:

@@ -38,6 +38,28 @@ class StateDict:
             return f.get_tensor(name)
 
 
+# The engine fuses these HF linears into one parameter (rows concatenated in this order); an HF checkpoint
+# given as `diff --source` has the parts, the engine dump has the fused name.
+FUSED_PARTS = {"self_attn.qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+               "mlp.gate_up_proj": ("mlp.gate_proj", "mlp.up_proj")}
+
+
+def source_tensor(source: StateDict, name: str):
+    """`name` from the BF16 source, fusing HF parts when the source is a plain HF checkpoint; None if absent."""
+    if name in source.entries:
+        return source.get(name)
+    for fused, parts in FUSED_PARTS.items():
+        tail = f".{fused}.weight"
+        if name.endswith(tail):
+            prefix = name[: -len(tail)]
+            names = [f"{prefix}.{p}.weight" for p in parts]
+            if all(n in source.entries for n in names):
+                import torch
+
+                return torch.cat([source.get(n) for n in names], 0)
+    return None
+
+
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 

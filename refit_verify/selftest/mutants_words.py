@@ -41,3 +41,9 @@ MUTANTS.append(
     Mutant("python_api_empty_repro", "check_quantizer(...).failures()[0].repro == '' in the README's Python example",
            {"refit_verify.check:default_repro": lambda original: (lambda impl, recipe_name, base_seed: "")},
            area="report", killers=(f"{WORDS}::test_python_api_failures_carry_a_reproduce_command",)))
+MUTANTS.append(
+    Mutant("diff_source_needs_engine_names", "`diff --source` only looks up engine (fused) names: a normal HF "
+           "checkpoint reads 'DRIFT: 0 tensor(s) differ, 4 issue(s)'",
+           {"refit_verify.compare.statedict:source_tensor":
+            lambda original: (lambda source, name: source.get(name) if name in source.entries else None)},
+           area="report", killers=("suites/pr/test_jobs.py::test_diff_source_takes_a_plain_hf_checkpoint",)))

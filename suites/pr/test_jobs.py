@@ -165,3 +165,22 @@ def test_check_exporter(tmp_path):
     with pytest.raises(SystemExit) as exc:  # --loader was removed: a usage error, exit 2
         _quiet("check", "--loader", f"{f}:export")
     assert exc.value.code == 2
+
+
+def test_diff_source_takes_a_plain_hf_checkpoint(tmp_path):
+    """Issue 18: the engine dumps carry fused names (qkv_proj, gate_up_proj), an HF checkpoint the parts;
+    the tool fuses them, so every FP8 tensor gets its error against the source and no issue is raised."""
+    from refit_verify.model import load_config
+    from refit_verify.model.weights import synthesize_weights
+
+    rjobs.refit_pipeline(ctx(dump_dir=str(tmp_path / "dump")))
+    cfg = load_config("tiny-llama")
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    save_file({k: v.contiguous() for k, v in synthesize_weights(cfg, 0).items()}, str(hf / "model.safetensors"))
+    a, b = tmp_path / "dump" / "before", tmp_path / "dump" / "after"
+    rc, out = _quiet("diff", str(a), str(b), "--source", str(hf), "--out", str(tmp_path / "r"), "-q", "--no-plots")
+    assert rc == 0 and "ZERO DRIFT" in out, out
+    job = json.loads((tmp_path / "r" / "report.json").read_text())["jobs"][0]
+    fused = [r for r in job["tables"]["tensors"] if "qkv_proj" in r["tensor"] or "gate_up_proj" in r["tensor"]]
+    assert fused and all(r.get("sqnr_db_a") is not None for r in fused), fused[0]
