@@ -110,8 +110,11 @@ def _live_parsers(sub) -> None:
                         description="Digest what a correct refit of an HF-named BF16 checkpoint leaves in the "
                                     "engine (engine names, fused qkv/gate_up, FP8 by the recipe, per rank).")
     ex.add_argument("checkpoint", metavar="CHECKPOINT", help="HF-named BF16 safetensors file or folder")
-    ex.add_argument("--tp", type=int, default=1)
-    ex.add_argument("--ep", type=int, default=1)
+    ex.add_argument("--tp", type=int, default=1, help="engine tensor-parallel size")
+    ex.add_argument("--ep", type=int, default=1, help="engine expert-parallel size")
+    ex.add_argument("--pp", type=int, default=1, help="engine pipeline-parallel size")
+    ex.add_argument("--config", metavar="NAME|PATH", help="model config for tp/ep/pp > 1 (default: the "
+                    "checkpoint folder's config.json)")
     for q in (dg, ex):
         q.add_argument("--recipe", default="vllm_per_block", help="quantizer recipe (default vllm_per_block)")
         q.add_argument("--out", required=True, metavar="FILE", help="digest JSON to write")

@@ -54,8 +54,15 @@ def read_checkpoint(path) -> dict:
 def cmd_expect(args) -> int:
     from refit_verify.live.expect import expect
 
-    layout = Layout(tp=args.tp, ep=args.ep)
-    doc = expect(read_checkpoint(args.checkpoint), args.recipe, layout, sample=_sample(args))
+    layout = Layout(tp=args.tp, ep=args.ep, pp=getattr(args, "pp", 1))
+    weights = read_checkpoint(args.checkpoint)
+    if layout.is_single:
+        doc = expect(weights, args.recipe, layout, sample=_sample(args))
+    else:  # per-rank slicing, replication and expert ownership as the sharded reference engine holds them
+        from refit_verify.live.expect_sharded import config_for, expect_sharded
+
+        cfg = config_for(args.checkpoint, getattr(args, "config", None))
+        doc = expect_sharded(weights, cfg, args.recipe, layout, sample=_sample(args))
     write_document(doc, args.out)
     n = sum(len(p) for p in doc["ranks"].values())
     print(f"expect: {n} engine parameters on {len(doc['ranks'])} rank(s) -> {args.out}")

@@ -22,10 +22,22 @@ def _dtype(t: torch.Tensor) -> str:
     return str(t.dtype).removeprefix("torch.")
 
 
+def _lanes(data, scale, block, idx):
+    """Block digests of a 2-D parameter, or of a 3-D one (FusedMoE experts [E, rows, cols] with scales
+    [E, row blocks, col blocks]): experts in order, each expert's blocks row-major."""
+    if data.dim() != 3:
+        return block_digests(data, scale, block, indices=idx)
+    if scale is None or scale.dim() != 3 or scale.shape[0] != data.shape[0]:
+        raise BadInputError(f"expert parameter {tuple(data.shape)} needs a [experts, row blocks, col blocks] "
+                            f"scale, got {None if scale is None else tuple(scale.shape)}")
+    lanes = torch.cat([block_digests(data[e], scale[e], block) for e in range(data.shape[0])], 0)
+    return lanes if idx is None else lanes.index_select(0, idx.to(lanes.device))
+
+
 def _record(data, scale, block, name, rank, sample):
     n_blocks = block_digests_count(data, block)
     idx = None if sample is None else sample_indices(n_blocks, sample["k"], sample["seed"], name, rank.label)
-    lanes = block_digests(data, scale, block, indices=idx)
+    lanes = _lanes(data, scale, block, idx)
     rec = {"shape": list(data.shape), "dtype": _dtype(data), "block": list(block), "n_blocks": n_blocks,
            "blocks": "".join(lanes_hex(lanes))}
     if scale is not None:
@@ -39,7 +51,8 @@ def _record(data, scale, block, name, rank, sample):
 
 def block_digests_count(data: torch.Tensor, block) -> int:
     bm, bn = block
-    return -(-data.shape[0] // bm) * -(-data.shape[1] // bn)
+    experts = data.shape[0] if data.dim() == 3 else 1
+    return experts * -(-data.shape[-2] // bm) * -(-data.shape[-1] // bn)
 
 
 def digest_rank(params: dict, block, rank: Rank = Rank(), sample: dict | None = None) -> dict:

@@ -176,3 +176,19 @@ MUTANTS = [
            {f"{E}:Expectation._waits": _no_wait}, area="live",
            killers=(f"{KE}::test_bucketed_expectation_waits_for_shards_and_scales",)),
 ]
+
+
+def _experts_as_one(original):
+    # a 3-D expert parameter digested as if only its first expert existed
+    def lanes(data, scale, block, idx):
+        if data.dim() == 3:
+            data, scale = data[:1], scale[:1]
+        return original(data, scale, block, idx)
+    return lanes
+
+
+MUTANTS.append(
+    Mutant("digest_sees_first_expert_only", "FusedMoE expert parameters digested for expert 0 only: a wrong "
+           "scale of any other local expert passes the live check",
+           {"refit_verify.live.fileformat:_lanes": _experts_as_one}, area="live",
+           killers=("suites/pr/test_live_sharded.py::test_expect_sharded_matches_engine_dump_and_names_an_altered_rank",)))

@@ -74,8 +74,10 @@ PLAIN = textwrap.dedent('''
     from hypothesis import given, settings, strategies as st
 
     def test_profile_is_hypothesis_default():
-        assert settings._current_profile == "default"
-        assert settings.default.max_examples == 100 and not settings.default.derandomize
+        # hypothesis's own choice (its "default", or its built-in "ci" when CI is set), written down for the
+        # caller to hold against a run without the plugin
+        with open("profile.txt", "w") as f:
+            f.write(f"{settings._current_profile} {settings().max_examples} {settings().derandomize}")
 
     @given(st.integers())
     def test_plain_failure(x):
@@ -89,6 +91,10 @@ def test_plain_project_keeps_hypothesis_default_and_gets_no_repro_section(pytest
     res = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     res.assert_outcomes(passed=1, failed=1)
     assert "refit-verify: reproduce" not in res.stdout.str()
+    with_plugin = (pytester.path / "profile.txt").read_text()
+    bare = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:refit_verify")
+    bare.assert_outcomes(passed=1, failed=1)
+    assert with_plugin == (pytester.path / "profile.txt").read_text(), with_plugin
 
 
 def test_a_refit_option_loads_our_profile(pytester):
