@@ -50,6 +50,31 @@ def loopback_env():
                 os.environ[k] = v
 
 
+def join_loopback_group(backend: str, port: int, rank: int, world: int, timeout_s: float) -> None:
+    """init_process_group over the loopback rendezvous, every wait bounded by timeout_s."""
+    import torch.distributed as dist
+
+    with loopback_env():
+        dist.init_process_group(backend, init_method=f"tcp://{LOOPBACK}:{port}", rank=rank, world_size=world,
+                                timeout=timedelta(seconds=timeout_s))
+
+
+def broadcast_bucket(rank: int, buffer, device) -> torch.Tensor:
+    """One packed bucket from rank 0 to every rank, preceded by its byte count (so a producer/consumer
+    disagreement is reported instead of hanging on a short broadcast); the bucket as it arrived here."""
+    import torch.distributed as dist
+
+    header = torch.zeros(1, dtype=torch.int64, device=device)
+    if rank == 0:
+        buf = buffer.to(device)
+        header[0] = buf.numel()
+    dist.broadcast(header, src=0)
+    if rank != 0:
+        buf = torch.empty(int(header[0]), dtype=torch.uint8, device=device)
+    dist.broadcast(buf, src=0)
+    return buf
+
+
 def _run_rank(rank: int, world: int, port: int, backend: str, job: dict, timeout_s: float):
     """One rank of the broadcast; rank 0 sends `job["buffers"]`, the others return what they split."""
     import torch.distributed as dist
@@ -57,21 +82,12 @@ def _run_rank(rank: int, world: int, port: int, backend: str, job: dict, timeout
     device = torch.device(f"cuda:{rank}") if backend == "nccl" else torch.device("cpu")
     if backend == "nccl":
         torch.cuda.set_device(device)
-    with loopback_env():
-        dist.init_process_group(backend, init_method=f"tcp://{LOOPBACK}:{port}", rank=rank, world_size=world,
-                                timeout=timedelta(seconds=timeout_s))
+    join_loopback_group(backend, port, rank, world, timeout_s)
     try:
         plan = plan_buckets(job["metadata"], job["bucket_bytes"], job["alignment"])
         received = []
         for index in range(job["n_buckets"]):
-            header = torch.zeros(1, dtype=torch.int64, device=device)
-            if rank == 0:
-                buf = job["buffers"][index].to(device)
-                header[0] = buf.numel()
-            dist.broadcast(header, src=0)
-            if rank != 0:
-                buf = torch.empty(int(header[0]), dtype=torch.uint8, device=device)
-            dist.broadcast(buf, src=0)
+            buf = broadcast_bucket(rank, job["buffers"][index] if rank == 0 else None, device)
             if rank != 0:
                 if index >= len(plan.buckets):
                     raise TransportError(f"bucket {index} arrived, the plan has {len(plan.buckets)}", bucket=index)

@@ -14,7 +14,6 @@ import hashlib
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Optional
 
@@ -23,7 +22,9 @@ import torch
 from refit_verify.errors import BadInputError, RefitVerifyError, TransportError
 from refit_verify.fp8 import get_recipe
 from refit_verify.layout import Layout, Rank
-from refit_verify.refit.distributed import LOOPBACK, free_loopback_port, loopback_env, serve_with_spawned
+from refit_verify.refit.distributed import (
+    broadcast_bucket, free_loopback_port, join_loopback_group, serve_with_spawned,
+)
 from refit_verify.refit.exporter import SCALE_SUFFIX
 from refit_verify.refit.selection import explicit_selection
 from refit_verify.refit.sharded_engine import RankStore, ShardedReferenceEngine
@@ -72,20 +73,11 @@ def _serve_rank(index: int, job: dict, buffers: Optional[list]) -> RankDigests:
     store = RankStore(job["cfg"], layout, rank)
     recipe, pre, notes = get_recipe(job["recipe"]), job["pre"], []
     device = _device(job["backend"], index)
-    with loopback_env():
-        dist.init_process_group(job["backend"], init_method=f"tcp://{LOOPBACK}:{job['port']}", rank=index,
-                                world_size=layout.world_size, timeout=timedelta(seconds=job["timeout_s"]))
+    join_loopback_group(job["backend"], job["port"], index, layout.world_size, job["timeout_s"])
     try:
         plan = plan_buckets(job["metadata"], job["bucket_bytes"], DEFAULT_ALIGNMENT)
         for b in range(job["n_buckets"]):
-            header = torch.zeros(1, dtype=torch.int64, device=device)
-            if index == 0:
-                buf = buffers[b].to(device)
-                header[0] = buf.numel()
-            dist.broadcast(header, src=0)
-            if index != 0:
-                buf = torch.empty(int(header[0]), dtype=torch.uint8, device=device)
-            dist.broadcast(buf, src=0)
+            buf = broadcast_bucket(index, buffers[b] if index == 0 else None, device)
             for name, t in unpack_bucket(plan.buckets[b], buf.cpu()):
                 base = name[: -len(SCALE_SUFFIX)] if name.endswith(SCALE_SUFFIX) else name
                 if base in store.routes:  # every rank sees the whole stream and keeps its own part
