@@ -32,10 +32,7 @@ def cmd_digest(args) -> int:
     recipe = get_recipe(args.recipe)
     layout, ranks = iter_dump(args.dump)
     doc = digest_document(ranks, recipe.name, recipe.block, layout, "engine", _sample(args))
-    write_document(doc, args.out)
-    n = sum(len(p) for p in doc["ranks"].values())
-    print(f"digest: {n} parameters on {len(doc['ranks'])} rank(s) -> {args.out}")
-    return 0
+    return _write_and_say(doc, args.out, "digest", "parameters")
 
 
 def read_checkpoint(path) -> dict:
@@ -54,18 +51,22 @@ def read_checkpoint(path) -> dict:
 def cmd_expect(args) -> int:
     from refit_verify.live.expect import expect
 
-    layout = Layout(tp=args.tp, ep=args.ep, pp=getattr(args, "pp", 1))
+    layout = Layout(tp=args.tp, ep=args.ep, pp=args.pp)
     weights = read_checkpoint(args.checkpoint)
     if layout.is_single:
         doc = expect(weights, args.recipe, layout, sample=_sample(args))
     else:  # per-rank slicing, replication and expert ownership as the sharded reference engine holds them
         from refit_verify.live.expect_sharded import config_for, expect_sharded
 
-        cfg = config_for(args.checkpoint, getattr(args, "config", None))
+        cfg = config_for(args.checkpoint, args.config)
         doc = expect_sharded(weights, cfg, args.recipe, layout, sample=_sample(args))
-    write_document(doc, args.out)
+    return _write_and_say(doc, args.out, "expect", "engine parameters")
+
+
+def _write_and_say(doc: dict, out, command: str, what: str) -> int:
+    write_document(doc, out)
     n = sum(len(p) for p in doc["ranks"].values())
-    print(f"expect: {n} engine parameters on {len(doc['ranks'])} rank(s) -> {args.out}")
+    print(f"{command}: {n} {what} on {len(doc['ranks'])} rank(s) -> {out}")
     return 0
 
 
