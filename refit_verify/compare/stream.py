@@ -99,33 +99,11 @@ def _fused_pair(quantize_a, quantize_b):
 
 
 def fused_verdicts(items, recipe_a, recipe_b, metrics: bool = True) -> list:
-    """TensorVerdicts of (name, w) items (one dtype, one device) from one fused-verifier launch:
+    """TensorComparisons of (name, w) items (one dtype, one device) from one fused-verifier batch:
     each weight read once, both recipes' codes compared in registers (fp8/kernels/fused_verify.py)."""
-    from refit_verify.fp8.kernels.fused_verify import fused_block_stats, verdict_rows
+    from refit_verify.compare.fused import fused_comparisons
 
-    ws = [w if w.stride(1) == 1 else w.contiguous() for _, w in items]
-    iout, fout, counts = fused_block_stats(ws, recipe_a, recipe_b, metrics)
-    out = []
-    for (name, w), row in zip(items, verdict_rows(ws, iout, fout, counts)):
-        m, n = w.shape
-        w2, ea2, eb2, eab2 = row["sums"]
-        differ = bool(row["n_code_mismatch"] or row["n_scale_mismatch"])
-        if not differ:
-            eb2, eab2 = ea2, 0.0
-        first_el, first_block = row["first_element"], None
-        if first_el is not None:
-            first_block = (first_el[0] // 128, first_el[1] // 128)
-        sfirst = row["first_scale_block"]
-        if sfirst is not None and (first_block is None or sfirst < first_block):
-            first_block = sfirst
-        rel = (lambda e: math.sqrt(e / w2) if w2 > 0 else (0.0 if e == 0 else math.inf))
-        out.append(TensorVerdict(
-            name=name, shape=(m, n), equal=not differ, n_code_mismatch=row["n_code_mismatch"],
-            n_scale_mismatch=row["n_scale_mismatch"], n_elements=m * n, first_block=first_block,
-            first_element=first_el, max_code_ulp=row["max_code_ulp"], nan_codes=row["nan_codes"],
-            rel_l2_a=rel(ea2) if metrics else 0.0, rel_l2_b=rel(eb2) if metrics else 0.0,
-            rel_l2_ab=rel(eab2) if metrics else 0.0))
-    return out
+    return fused_comparisons(items, recipe_a, recipe_b, metrics)
 
 
 def _fusable(w) -> bool:
@@ -135,7 +113,7 @@ def _fusable(w) -> bool:
         and w.dtype in (torch.bfloat16, torch.float16, torch.float32)
 
 
-def _add_verdict(res: StreamResult, v: TensorVerdict, keep_all: bool) -> None:
+def _add_verdict(res: StreamResult, v: TensorComparison, keep_all: bool) -> None:
     res.n_fp8 += 1
     res.n_elements += v.n_elements
     res.n_code_mismatch += v.n_code_mismatch

@@ -14,6 +14,8 @@ from refit_verify.selftest.mutant import Mutant
 
 PR = "suites/pr/test_kernels_emulation.py"
 NIGHTLY = "suites/nightly/test_triton_exact.py"
+FUSED_PR = "suites/pr/test_fused_interpreter.py::test_fused_matches_two_copy_in_interpreter"
+FUSED_NIGHTLY = "suites/nightly/test_fused_verify.py::test_fused_matches_two_copy_path"
 
 
 def _float_equal_codes(orig):
@@ -70,13 +72,28 @@ def _edge_value_off_by_one(orig):
 
 
 def _fused_drops_scale_diffs(orig):
-    def rows(*a, **kw):
-        out = orig(*a, **kw)
-        for r in out:
-            r["n_scale_mismatch"], r["first_scale_block"] = 0, None
-        return out
+    def totals(*a, **kw):
+        per_t, sums = orig(*a, **kw)
+        per_t[:, 1] = 0
+        return per_t, sums
 
-    return rows
+    return totals
+
+
+def _fused_no_full_rule_pass(orig):
+    def run(self):
+        orig(self)
+        self.rec[:, 5:] = torch.where((self.rec[:, 4:5] == 2), 0, self.rec[:, 5:])  # pass 3's counts lost
+        return self
+
+    return run
+
+
+def _fused_counts_three_steps(orig):
+    def counted(cls, dmax):
+        return (cls == 1) & (dmax <= 3)
+
+    return counted
 
 
 MUTANTS = [
@@ -110,6 +127,14 @@ MUTANTS = [
            {"refit_verify.fp8.kernels.grouped:_table": _edge_value_off_by_one}, area="fp8",
            killers=("suites/nightly/test_grouped_exact.py::test_grouped_matches_reference",)),
     Mutant("fused_verify_drops_scale_diffs", "fused verifier's per-tensor reduction loses scale-only differences",
-           {"refit_verify.fp8.kernels.fused_verify:verdict_rows": _fused_drops_scale_diffs}, area="verifier",
-           needs=("cuda",), killers=("suites/nightly/test_fused_verify.py::test_fused_matches_two_copy_path",)),
+           {"refit_verify.compare.fused:_tensor_totals": _fused_drops_scale_diffs}, area="verifier",
+           needs=("triton",), killers=(FUSED_PR, FUSED_NIGHTLY)),
+    Mutant("fused_verify_skips_full_rule", "fused verifier trusts the bare-cast screen everywhere: blocks with "
+           "NaN/inf, overflow or partial edges (NeMo edge padding) are never compared by the full rule",
+           {"refit_verify.fp8.kernels.fused_verify:FusedLaunch.run": _fused_no_full_rule_pass}, area="verifier",
+           needs=("triton",), killers=(FUSED_PR, FUSED_NIGHTLY)),
+    Mutant("fused_verify_hist_three_steps", "fused verifier derives the ulp histogram from its one-step count "
+           "where distances reach 3 (it is exact only up to 2)",
+           {"refit_verify.compare.fused:_counted": _fused_counts_three_steps}, area="verifier",
+           needs=("triton",), killers=(FUSED_PR, FUSED_NIGHTLY)),
 ]

@@ -1,16 +1,18 @@
-"""The fused verifier (one read, both recipes in registers) gives the two-copy comparison's verdicts."""
+"""The fused verifier (one read, both recipes in registers) gives the two-copy comparison's findings."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from refit_verify.compare.fused import findings_differ
 from refit_verify.compare.stream import make_quantizer, verify_stream
 
 pytestmark = pytest.mark.triton
 SHAPES = [(256, 384), (130, 200), (1, 129), (384, 128), (257, 1000), (4096, 1024)]
 PAIRS = [("nemo_rl", "vllm_per_block"), ("nemo_rl", "nemo_rl"), ("nemo_rl_nan_to_num", "nemo_rl_pow2"),
-         ("vllm_per_block_ue8m0", "deepgemm"), ("vllm_per_block", "vllm_per_block"), ("torchao", "nemo_rl")]
+         ("vllm_per_block_ue8m0", "deepgemm"), ("vllm_per_block", "vllm_per_block"), ("torchao", "nemo_rl"),
+         ("nemo_rl_pow2", "vllm_per_block_ue8m0"), ("nemo_rl_pow2_nan_to_num", "slime_convert"), ("slime_update", "vllm_per_block")]
 
 
 def _weights(dev, seed):
@@ -22,6 +24,9 @@ def _weights(dev, seed):
     ts[4][200, 999] = 1e4
     ts[4][-1, -1] = -300.0
     ts[0][5, 5] = float("-inf")
+    # a block where pow2 and exact scales put codes up to 3 fp8 steps apart
+    ts[0][:128, 128:256] = ((torch.rand((128, 128), generator=g) * 2 - 1) * 380).to(torch.bfloat16)
+    ts[0][0, 128] = 380.0
     return [(f"model.layers.{i}.mlp.w{i}.weight", t.to(dev)) for i, t in enumerate(ts)]
 
 
@@ -33,17 +38,20 @@ def test_fused_matches_two_copy_path(ra, rb, dev):
     fast = verify_stream(ws, qa, qb, keep_all=True, measure_memory=False)
     slow = verify_stream(ws, qa, qb, keep_all=True, measure_memory=False, fused=False)
     assert fast.n_fp8 == slow.n_fp8 == len(ws)
-    for f, s in zip(fast.verdicts, slow.verdicts):
-        for k in ("equal", "n_code_mismatch", "n_scale_mismatch", "first_block", "first_element",
-                  "max_code_ulp", "nan_codes"):
-            assert getattr(f, k) == getattr(s, k), (ra, rb, f.name, k, getattr(f, k), getattr(s, k))
-        for k in ("rel_l2_a", "rel_l2_b", "rel_l2_ab"):
-            assert getattr(f, k) == pytest.approx(getattr(s, k), rel=1e-3, abs=1e-6), (ra, rb, f.name, k)
+    problems = [p for f, s in zip(fast.verdicts, slow.verdicts) for p in findings_differ(f, s)]
+    assert not problems, (ra, rb, problems[:10])
 
 
-def test_fused_sees_one_flipped_scale_pair(dev):
-    """nemo_rl vs nemo_rl is equal; a single element nudged past a block's amax on one side's
-    input is not available here, so check the counts against the reference on a known difference."""
+def test_fused_same_counts_every_run(dev):
+    """A moving count is a race (docs/GPU_NOTES.md, run e): five runs, one answer."""
+    ws = _weights(dev, 23)
+    qa, qb = make_quantizer("torchao", "triton"), make_quantizer("nemo_rl", "triton")
+    runs = {tuple((v.n_code_mismatch, v.n_scale_mismatch, v.nan_codes) for v in
+                  verify_stream(ws, qa, qb, keep_all=True, measure_memory=False).verdicts) for _ in range(5)}
+    assert len(runs) == 1, runs
+
+
+def test_fused_sees_scale_differences(dev):
     ws = _weights(dev, 22)
     qa, qb = make_quantizer("nemo_rl", "triton"), make_quantizer("vllm_per_block", "triton")
     r = verify_stream(ws, qa, qb, measure_memory=False)

@@ -1,18 +1,32 @@
-"""Fused verifier: one kernel reads each weight once and quantizes it with two recipes in registers.
+"""Fused verifier: both recipes' codes compared in registers, no quantized copy ever written.
 
-Per 128x128 block it writes the count of differing codes, the first differing element, both
-scales' float32 bits, each side's NaN-code count, the largest fp8-step distance between differing
-finite codes, and four float32 sums (|w|^2, |w - a|^2, |w - b|^2, |a - b|^2) for the SQNR-style
-metrics. Nothing else is written: neither side's codes ever reach memory, so the extra memory is the
-per-block table (48 bytes a block, 0.3% of the weight's bytes).
+Three launches over one batch of 2-D weights (one dtype, one device), no host sync between them:
 
-The per-block arithmetic is the quantizer kernels' own (`triton_block.block_scales`, `grouped._block_codes`),
-so each side's codes are those `quantize` gives on the same device (see spec.py);
-suites/nightly/test_fused_verify.py checks the counts against the streaming comparison of two
-materialised quantizations.
+1. **screen** (every 128x128 block, the block held in registers, read once with 16-byte loads):
+   the block's amax, both recipes' (factor, scale_inv), and a class for the block:
+   EQUAL  - both factors finite, the largest scaled magnitude <= 464 on both sides, same factor bits
+            and same scale_inv bits and the same quantize operation: the two sides' codes are
+            provably the same (below 464 neither the clamp, the overflow rule nor NaN handling can
+            change a code, and the bare RNE conversion of the same product is the same byte), so
+            no element work is needed;
+   FAST   - the same range guarantee, but the factors or scales differ: compared in pass 2 with
+            the bare conversion;
+   FULL   - anything else (a partial block, a non-finite value, an overflowing product): compared
+            in pass 3 with each recipe's whole rule (edge padding, nan_to_num, clamp, cast rule).
+   With metrics it also sums |w|^2 and |w - a|^2 (side A's dequantized codes) for every block.
+2. **fast compare** (every block, work only in FAST blocks: the loop's trip count is 0 elsewhere):
+   both sides' codes by the bare conversion, the count of differing codes, the count at distance
+   one fp8 step and the largest distance; with metrics |w - b|^2 and |a - b|^2.
+3. **full compare** (work only in FULL blocks): amax with padding/nan_to_num, the scales again,
+   codes by the full rule, differing and NaN codes, all four sums.
 
-Work table: one row per tensor (element offset from the first tensor, shape, row stride, blocks per
-block-row, first block, offset of its last element) and one int32 per block naming its tensor.
+Per block the output is one int32 record (ICOLS) and four float32 sums. Everything the comparison
+reports beyond counts (the first differing element and its codes, the ulp histogram where a block
+has distances above 2 or NaN codes) comes from `dump_codes`: both sides' codes of a short list of
+blocks, written by the same kernel code. The per-block arithmetic is the quantizer kernels' own
+(`triton_block.block_scales`, `cast_e4m3`), so each side's codes are those `quantize_triton`
+gives; suites/nightly/test_fused_verify.py (GPU) and suites/pr/test_fused_interpreter.py
+(TRITON_INTERPRET=1) check every count against the two-copy comparison.
 """
 
 from __future__ import annotations
@@ -24,15 +38,140 @@ import torch
 import triton
 import triton.language as tl
 
-from refit_verify.fp8.kernels.grouped import cast_bare, launch_extra
+from refit_verify.fp8.kernels.grouped import launch_extra
 from refit_verify.fp8.kernels.spec import device_semantics
-from refit_verify.fp8.kernels.triton_block import BITS_448_C, INTERPRET, cast_e4m3, block_scales, spec_constexprs
+from refit_verify.fp8.kernels.triton_block import BITS_448_C, INTERP, INTERPRET, block_scales, cast_e4m3, spec_constexprs
 from refit_verify.fp8.presets import get_recipe
 
 TCOLS = 8  # int64 fields per tensor row
-ICOLS = 8  # int32 outputs per block: n_diff, first, sbits_a, sbits_b, nan_a, nan_b, max_ulp, 0
-FCOLS = 4  # float32 outputs per block: w2, ea2, eb2, eab2
-NO_DIFF = 1 << 30
+# int32 fields per block record
+R_FA, R_FB, R_SA, R_SB, R_CLASS, R_NDIFF, R_N1, R_DMAX, R_NAN_A, R_NAN_B = range(10)
+ICOLS = 10
+FCOLS = 4  # float32 sums per block: |w|^2, |w-a|^2, |w-b|^2, |a-b|^2
+EQUAL, FAST, FULL = 0, 1, 2
+
+
+@triton.jit
+def _geometry(x_ptr, ttab_ptr, bmap_ptr, blk, ALIGNED: tl.constexpr):
+    """(block base pointer, 32-bit row stride, rows and columns left, tensor table row) of block blk."""
+    t = tl.load(bmap_ptr + blk).to(tl.int64)
+    row = ttab_ptr + t * 8
+    x_off = tl.load(row)
+    sx = tl.load(row + 3)
+    nbn = tl.load(row + 4)
+    local = blk - tl.load(row + 5)
+    bi = local // nbn
+    bj = local - bi * nbn
+    m_rem = (tl.load(row + 1) - bi * 128).to(tl.int32)
+    n_rem = (tl.load(row + 2) - bj * 128).to(tl.int32)
+    if ALIGNED:  # 16-element multiples (checked on the host): 16-byte vector loads
+        x_off = tl.multiple_of(x_off, 16)
+        sx = tl.multiple_of(sx, 16)
+    base = x_ptr + (x_off + bi * 128 * sx + bj * 128)
+    sx32 = sx.to(tl.int32)  # the host checks 128 * stride < 2**31
+    if ALIGNED:
+        sx32 = tl.multiple_of(sx32, 16)
+    return base, sx32, m_rem, n_rem, row
+
+
+@triton.jit
+def _fp8(y, SOFT_CAST: tl.constexpr):
+    """Bare RNE conversion with saturation (exact for finite |y| <= 464), as an fp8 value."""
+    if SOFT_CAST:  # the interpreter's fp8 conversion is not RNE: the integer form
+        return cast_e4m3(y, False, True).to(tl.float8e4nv, bitcast=True)
+    else:
+        return y.to(tl.float8e4nv, fp_downcast_rounding="rtne")
+
+
+@triton.jit
+def _scaled(x, factor, QUANT_DIV: tl.constexpr):
+    if QUANT_DIV:
+        return tl.math.div_rn(x, factor)
+    else:
+        return x * factor
+
+
+@triton.jit
+def _sum2(v):
+    return tl.sum(tl.sum(v, axis=1), axis=0)
+
+
+@triton.jit(do_not_specialize=["n_blocks"])
+def _screen_kernel(
+    x_ptr, ttab_ptr, bmap_ptr, rec_ptr, fsum_ptr, n_blocks,
+    A_PAD_EDGE: tl.constexpr, A_NAN_TO_NUM: tl.constexpr, A_HAS_FLOOR: tl.constexpr, A_FLOOR: tl.constexpr,
+    A_SCALE_FORM: tl.constexpr, A_POW2: tl.constexpr, A_ZERO_ONE: tl.constexpr, A_INF_ONE: tl.constexpr,
+    A_INF_FMAX: tl.constexpr, A_QUANT_DIV: tl.constexpr, A_CLAMP: tl.constexpr, A_DIV_RECIP: tl.constexpr,
+    A_CAST_NAN: tl.constexpr,
+    B_PAD_EDGE: tl.constexpr, B_NAN_TO_NUM: tl.constexpr, B_HAS_FLOOR: tl.constexpr, B_FLOOR: tl.constexpr,
+    B_SCALE_FORM: tl.constexpr, B_POW2: tl.constexpr, B_ZERO_ONE: tl.constexpr, B_INF_ONE: tl.constexpr,
+    B_INF_FMAX: tl.constexpr, B_QUANT_DIV: tl.constexpr, B_CLAMP: tl.constexpr, B_DIV_RECIP: tl.constexpr,
+    B_CAST_NAN: tl.constexpr,
+    EVEN: tl.constexpr, ALIGNED: tl.constexpr, NATIVE: tl.constexpr, METRICS: tl.constexpr,
+    SOFT_CAST: tl.constexpr,
+):
+    """Pass 1: amax, both sides' scales, the block's class; with metrics |w|^2 and |w - a|^2."""
+    blk = tl.program_id(0)
+    base, sx32, m_rem, n_rem, row = _geometry(x_ptr, ttab_ptr, bmap_ptr, blk, ALIGNED)
+    r = tl.arange(0, 128)
+    c = tl.arange(0, 128)
+    offs = r[:, None] * sx32 + c[None, :]
+    if EVEN:
+        x = tl.load(base + offs)
+    else:
+        x = tl.load(base + offs, mask=(r[:, None] < m_rem) & (c[None, :] < n_rem), other=0.0)
+    if NATIVE:  # bf16: the max on the 16-bit patterns, widened exactly by a shift
+        b16 = x.to(tl.int16, bitcast=True).to(tl.int32) & 0x7FFF
+        abits = tl.max(tl.max(b16, axis=1), axis=0) << 16
+    else:
+        abits = tl.max(tl.max(x.to(tl.float32).to(tl.int32, bitcast=True) & 0x7FFFFFFF, axis=1), axis=0)
+    amax = abits.to(tl.float32, bitcast=True)
+    fa, sa = block_scales(amax, A_HAS_FLOOR, A_FLOOR, A_SCALE_FORM, A_POW2, A_ZERO_ONE, A_INF_ONE, A_INF_FMAX,
+                          A_QUANT_DIV, A_DIV_RECIP)
+    fb, sb = block_scales(amax, B_HAS_FLOOR, B_FLOOR, B_SCALE_FORM, B_POW2, B_ZERO_ONE, B_INF_ONE, B_INF_FMAX,
+                          B_QUANT_DIV, B_DIV_RECIP)
+    # |y| <= |amax * factor| for every element (rounding is monotone), so <= 464 bounds the block
+    safe = (abits < 0x7F800000) & (m_rem >= 128) & (n_rem >= 128)
+    safe = safe & (_scaled(amax, fa, A_QUANT_DIV) <= 464.0) & (tl.abs(fa) < float("inf"))
+    safe = safe & (_scaled(amax, fb, B_QUANT_DIV) <= 464.0) & (tl.abs(fb) < float("inf"))
+    fa_bits = fa.to(tl.int32, bitcast=True)
+    fb_bits = fb.to(tl.int32, bitcast=True)
+    sa_bits = sa.to(tl.int32, bitcast=True)
+    sb_bits = sb.to(tl.int32, bitcast=True)
+    same = (fa_bits == fb_bits) & (sa_bits == sb_bits)
+    if A_QUANT_DIV == B_QUANT_DIV:
+        cls = tl.where(safe, tl.where(same, 0, 1), 2)
+    else:  # one side divides, the other multiplies: equal factors prove nothing
+        cls = tl.where(safe, 1, 2)
+    o = rec_ptr + blk.to(tl.int64) * 10
+    tl.store(o, fa_bits)
+    tl.store(o + 1, fb_bits)
+    tl.store(o + 2, sa_bits)
+    tl.store(o + 3, sb_bits)
+    tl.store(o + 4, cls)
+    tl.store(o + 5, 0)
+    tl.store(o + 6, 0)
+    tl.store(o + 7, 0)
+    tl.store(o + 8, 0)
+    tl.store(o + 9, 0)
+    if METRICS:  # exact for EQUAL and FAST blocks (finite, no NaN codes); FULL blocks are redone in pass 3
+        xf = x.to(tl.float32)
+        da = _fp8(_scaled(xf, fa, A_QUANT_DIV), SOFT_CAST).to(tl.float32) * sa
+        w2 = _sum2(xf * xf)
+        ea2 = _sum2((xf - da) * (xf - da))
+        f = fsum_ptr + blk.to(tl.int64) * 4
+        tl.store(f, w2)
+        tl.store(f + 1, ea2)
+        tl.store(f + 2, ea2)
+        tl.store(f + 3, 0.0)
+
+
+@triton.jit
+def _nan_to_num(x, NAN_TO_NUM: tl.constexpr):
+    if NAN_TO_NUM:
+        x = tl.where(x != x, 0.0, x)
+        x = tl.where(x == float("inf"), 448.0, tl.where(x == float("-inf"), -448.0, x))
+    return x
 
 
 @triton.jit
@@ -45,9 +184,9 @@ def _amax_bits(bits, NAN_TO_NUM: tl.constexpr):
 
 
 @triton.jit
-def _side_scale(amax, last_bits, partial, PAD_EDGE: tl.constexpr, NAN_TO_NUM: tl.constexpr, EVEN: tl.constexpr):
+def _side_amax(amax, last_bits, partial, PAD_EDGE: tl.constexpr, NAN_TO_NUM: tl.constexpr):
     """A recipe's block amax (fp32) from its in-tensor amax pattern and NeMo's edge pad value."""
-    if PAD_EDGE and not EVEN:
+    if PAD_EDGE:
         lb = last_bits
         if NAN_TO_NUM:
             lb = tl.where(lb > 0x7F800000, 0, tl.where(lb == 0x7F800000, BITS_448_C, lb))
@@ -56,45 +195,55 @@ def _side_scale(amax, last_bits, partial, PAD_EDGE: tl.constexpr, NAN_TO_NUM: tl
 
 
 @triton.jit
-def _nan_to_num(x, NAN_TO_NUM: tl.constexpr):
-    if NAN_TO_NUM:
-        x = tl.where(x != x, 0.0, x)
-        x = tl.where(x == float("inf"), 448.0, tl.where(x == float("-inf"), -448.0, x))
-    return x
-
-
-@triton.jit
-def _codes(x, factor, CAST_NAN: tl.constexpr, CLAMP: tl.constexpr, QUANT_DIV: tl.constexpr,
-           SOFT_CAST: tl.constexpr, FULL: tl.constexpr):
-    if QUANT_DIV:
-        y = tl.math.div_rn(x, factor)
-    else:
-        y = x * factor
-    if FULL:
-        if CLAMP:
-            y = tl.where(y != y, y, tl.minimum(tl.maximum(y, -448.0), 448.0))
-        return cast_e4m3(y, CAST_NAN, SOFT_CAST)
-    else:
-        return cast_bare(y, SOFT_CAST)
-
-
-@triton.jit
-def _ordered(codes):
-    """fp8 steps from zero, signed (sign-magnitude to two's complement), as refit_verify.fp8.format."""
-    c = codes.to(tl.int32)
-    mag = c & 0x7F
-    return tl.where((c & 0x80) != 0, -mag, mag)
+def _full_codes(x, factor, CAST_NAN: tl.constexpr, CLAMP: tl.constexpr, QUANT_DIV: tl.constexpr,
+                SOFT_CAST: tl.constexpr):
+    y = _scaled(x, factor, QUANT_DIV)
+    if CLAMP:
+        y = tl.where(y != y, y, tl.minimum(tl.maximum(y, -448.0), 448.0))
+    return cast_e4m3(y, CAST_NAN, SOFT_CAST).to(tl.int32)
 
 
 @triton.jit
 def _dequant(codes, scale_inv):
-    v = codes.to(tl.float8e4nv, bitcast=True).to(tl.float32) * scale_inv
+    v = codes.to(tl.uint8).to(tl.float8e4nv, bitcast=True).to(tl.float32) * scale_inv
     return tl.where((tl.abs(v) < float("inf")) & ((codes & 0x7F) != 0x7F), v, 0.0)
 
 
+@triton.jit
+def _full_scales(base, sx32, m_rem, n_rem, row, x_ptr,
+                 A_PAD_EDGE: tl.constexpr, A_NAN_TO_NUM: tl.constexpr, A_HAS_FLOOR: tl.constexpr,
+                 A_FLOOR: tl.constexpr, A_SCALE_FORM: tl.constexpr, A_POW2: tl.constexpr,
+                 A_ZERO_ONE: tl.constexpr, A_INF_ONE: tl.constexpr, A_INF_FMAX: tl.constexpr,
+                 A_QUANT_DIV: tl.constexpr, A_DIV_RECIP: tl.constexpr,
+                 B_PAD_EDGE: tl.constexpr, B_NAN_TO_NUM: tl.constexpr, B_HAS_FLOOR: tl.constexpr,
+                 B_FLOOR: tl.constexpr, B_SCALE_FORM: tl.constexpr, B_POW2: tl.constexpr,
+                 B_ZERO_ONE: tl.constexpr, B_INF_ONE: tl.constexpr, B_INF_FMAX: tl.constexpr,
+                 B_QUANT_DIV: tl.constexpr, B_DIV_RECIP: tl.constexpr, SUB: tl.constexpr):
+    """Each side's (factor, scale_inv) by the whole rule: nan_to_num amax, NeMo's edge pad."""
+    c = tl.arange(0, 128)
+    bits_a = tl.full([], 0, tl.int32)
+    bits_b = tl.full([], 0, tl.int32)
+    for r0 in tl.static_range(0, 128, SUB):
+        r = r0 + tl.arange(0, SUB)
+        xt = tl.load(base + (r[:, None] * sx32 + c[None, :]), mask=(r[:, None] < m_rem) & (c[None, :] < n_rem),
+                     other=0.0)
+        bt = xt.to(tl.float32).to(tl.int32, bitcast=True) & 0x7FFFFFFF
+        bits_a = tl.maximum(bits_a, _amax_bits(bt, A_NAN_TO_NUM))
+        bits_b = tl.maximum(bits_b, _amax_bits(bt, B_NAN_TO_NUM))
+    partial = (m_rem < 128) | (n_rem < 128)
+    last_bits = tl.load(x_ptr + tl.load(row + 6)).to(tl.float32).to(tl.int32, bitcast=True) & 0x7FFFFFFF
+    amax_a = _side_amax(bits_a, last_bits, partial, A_PAD_EDGE, A_NAN_TO_NUM)
+    amax_b = _side_amax(bits_b, last_bits, partial, B_PAD_EDGE, B_NAN_TO_NUM)
+    fa, sa = block_scales(amax_a, A_HAS_FLOOR, A_FLOOR, A_SCALE_FORM, A_POW2, A_ZERO_ONE, A_INF_ONE, A_INF_FMAX,
+                          A_QUANT_DIV, A_DIV_RECIP)
+    fb, sb = block_scales(amax_b, B_HAS_FLOOR, B_FLOOR, B_SCALE_FORM, B_POW2, B_ZERO_ONE, B_INF_ONE, B_INF_FMAX,
+                          B_QUANT_DIV, B_DIV_RECIP)
+    return fa, sa, fb, sb
+
+
 @triton.jit(do_not_specialize=["n_blocks"])
-def _fused_verify_kernel(
-    x_ptr, ttab_ptr, bmap_ptr, iout_ptr, fout_ptr, n_blocks,
+def _compare_kernel(
+    x_ptr, ttab_ptr, bmap_ptr, rec_ptr, fsum_ptr, blist_ptr, dump_ptr, n_blocks,
     A_PAD_EDGE: tl.constexpr, A_NAN_TO_NUM: tl.constexpr, A_HAS_FLOOR: tl.constexpr, A_FLOOR: tl.constexpr,
     A_SCALE_FORM: tl.constexpr, A_POW2: tl.constexpr, A_ZERO_ONE: tl.constexpr, A_INF_ONE: tl.constexpr,
     A_INF_FMAX: tl.constexpr, A_QUANT_DIV: tl.constexpr, A_CLAMP: tl.constexpr, A_DIV_RECIP: tl.constexpr,
@@ -103,99 +252,86 @@ def _fused_verify_kernel(
     B_SCALE_FORM: tl.constexpr, B_POW2: tl.constexpr, B_ZERO_ONE: tl.constexpr, B_INF_ONE: tl.constexpr,
     B_INF_FMAX: tl.constexpr, B_QUANT_DIV: tl.constexpr, B_CLAMP: tl.constexpr, B_DIV_RECIP: tl.constexpr,
     B_CAST_NAN: tl.constexpr,
-    EVEN: tl.constexpr, METRICS: tl.constexpr, SOFT_CAST: tl.constexpr, FAST_CAST: tl.constexpr,
-    SUB: tl.constexpr, ALIGNED: tl.constexpr,
+    ALIGNED: tl.constexpr, METRICS: tl.constexpr, SOFT_CAST: tl.constexpr, FULL_RULE: tl.constexpr,
+    DUMP: tl.constexpr, SUB: tl.constexpr,
 ):
-    blk = tl.program_id(0)
-    t = tl.load(bmap_ptr + blk).to(tl.int64)
-    row = ttab_ptr + t * 8
-    x_off = tl.load(row)
-    m = tl.load(row + 1)
-    n = tl.load(row + 2)
-    sx = tl.load(row + 3)
-    nbn = tl.load(row + 4)
-    local = blk - tl.load(row + 5)
-    bi = local // nbn
-    bj = local - bi * nbn
-    m_rem = m - bi * 128
-    n_rem = n - bj * 128
-    if ALIGNED:  # 16-element multiples (checked on the host): 16-byte vector loads
-        x_off = tl.multiple_of(x_off, 16)
-        sx = tl.multiple_of(sx, 16)
-    base = x_ptr + (x_off + bi * 128 * sx + bj * 128)
-    sx32 = sx.to(tl.int32)  # the host checks 128 * stride < 2**31
-    if ALIGNED:
-        sx32 = tl.multiple_of(sx32, 16)
-    c = tl.arange(0, 128)
-    # pass 1, SUB rows at a time (few registers: no spills): each side's amax from fp32 patterns
-    bits_a = tl.full([], 0, tl.int32)
-    bits_b = tl.full([], 0, tl.int32)
-    for r0 in tl.static_range(0, 128, SUB):
-        r = r0 + tl.arange(0, SUB)
-        offs = r[:, None] * sx32 + c[None, :]
-        if EVEN:
-            xt = tl.load(base + offs)
-        else:
-            xt = tl.load(base + offs, mask=(r[:, None] < m_rem) & (c[None, :] < n_rem), other=0.0)
-        bt = xt.to(tl.float32).to(tl.int32, bitcast=True) & 0x7FFFFFFF
-        bits_a = tl.maximum(bits_a, _amax_bits(bt, A_NAN_TO_NUM))
-        if A_NAN_TO_NUM != B_NAN_TO_NUM:
-            bits_b = tl.maximum(bits_b, _amax_bits(bt, B_NAN_TO_NUM))
-    if A_NAN_TO_NUM == B_NAN_TO_NUM:
-        bits_b = bits_a
-    partial = (m_rem < 128) | (n_rem < 128)
-    if (A_PAD_EDGE or B_PAD_EDGE) and not EVEN:
-        last_bits = tl.load(x_ptr + tl.load(row + 6)).to(tl.float32).to(tl.int32, bitcast=True) & 0x7FFFFFFF
+    """Pass 2 (FULL_RULE=False: FAST blocks) or pass 3 (FULL_RULE=True: FULL blocks), or with DUMP
+    both sides' codes of the listed blocks into dump[i] (2, 128, 128) uint8.
+
+    Every program reads its block's class; the work loop runs once for its own class and zero
+    times otherwise (a loop with a run-time trip count, not a branch around the reductions)."""
+    pid = tl.program_id(0)
+    if DUMP:
+        blk = tl.load(blist_ptr + pid)
     else:
-        last_bits = tl.full([], 0, tl.int32)
-    amax_a = _side_scale(bits_a, last_bits, partial, A_PAD_EDGE, A_NAN_TO_NUM, EVEN)
-    amax_b = _side_scale(bits_b, last_bits, partial, B_PAD_EDGE, B_NAN_TO_NUM, EVEN)
-    fa, sa = block_scales(amax_a, A_HAS_FLOOR, A_FLOOR, A_SCALE_FORM, A_POW2, A_ZERO_ONE, A_INF_ONE, A_INF_FMAX,
-                     A_QUANT_DIV, A_DIV_RECIP)
-    fb, sb = block_scales(amax_b, B_HAS_FLOOR, B_FLOOR, B_SCALE_FORM, B_POW2, B_ZERO_ONE, B_INF_ONE, B_INF_FMAX,
-                     B_QUANT_DIV, B_DIV_RECIP)
-    o = iout_ptr + blk.to(tl.int64) * 8
-    tl.store(o + 2, sa.to(tl.int32, bitcast=True))
-    tl.store(o + 3, sb.to(tl.int32, bitcast=True))
-    # a block whose largest scaled magnitude is finite and <= 464 on both sides needs no cast fix-up
-    # (grouped._block_codes explains why); the others take the full rule
-    if A_QUANT_DIV:
-        top_a = tl.math.div_rn(amax_a, fa)
+        blk = pid
+    o = rec_ptr + blk.to(tl.int64) * 10
+    cls = tl.load(o + 4)
+    if DUMP:
+        trips = 1
+    elif FULL_RULE:
+        trips = tl.where(cls == 2, 1, 0)
     else:
-        top_a = amax_a * fa
-    if B_QUANT_DIV:
-        top_b = tl.math.div_rn(amax_b, fb)
+        trips = tl.where(cls == 1, 1, 0)
+    if INTERP:  # the interpreter's scalars are 1-element arrays, which range() refuses
+        if trips > 0:
+            _compare_block(x_ptr, ttab_ptr, bmap_ptr, fsum_ptr, dump_ptr, blk, pid, o, A_PAD_EDGE, A_NAN_TO_NUM,
+                           A_HAS_FLOOR, A_FLOOR, A_SCALE_FORM, A_POW2, A_ZERO_ONE, A_INF_ONE, A_INF_FMAX, A_QUANT_DIV,
+                           A_CLAMP, A_DIV_RECIP, A_CAST_NAN, B_PAD_EDGE, B_NAN_TO_NUM, B_HAS_FLOOR, B_FLOOR,
+                           B_SCALE_FORM, B_POW2, B_ZERO_ONE, B_INF_ONE, B_INF_FMAX, B_QUANT_DIV, B_CLAMP,
+                           B_DIV_RECIP, B_CAST_NAN, ALIGNED, METRICS, SOFT_CAST, FULL_RULE, DUMP, SUB)
     else:
-        top_b = amax_b * fb
-    safe = (top_a <= 464.0) & (tl.abs(fa) < float("inf")) & (top_b <= 464.0) & (tl.abs(fb) < float("inf"))
-    if FAST_CAST:
-        if safe:
-            _compare_pass(base, sx32, m_rem, n_rem, fa, sa, fb, sb, o, fout_ptr + blk.to(tl.int64) * 4,
-                          A_NAN_TO_NUM, A_CAST_NAN, A_CLAMP, A_QUANT_DIV, B_NAN_TO_NUM, B_CAST_NAN, B_CLAMP,
-                          B_QUANT_DIV, EVEN, METRICS, SOFT_CAST, False, SUB)
-        else:
-            _compare_pass(base, sx32, m_rem, n_rem, fa, sa, fb, sb, o, fout_ptr + blk.to(tl.int64) * 4,
-                          A_NAN_TO_NUM, A_CAST_NAN, A_CLAMP, A_QUANT_DIV, B_NAN_TO_NUM, B_CAST_NAN, B_CLAMP,
-                          B_QUANT_DIV, EVEN, METRICS, SOFT_CAST, True, SUB)
-    else:
-        _compare_pass(base, sx32, m_rem, n_rem, fa, sa, fb, sb, o, fout_ptr + blk.to(tl.int64) * 4,
-                      A_NAN_TO_NUM, A_CAST_NAN, A_CLAMP, A_QUANT_DIV, B_NAN_TO_NUM, B_CAST_NAN, B_CLAMP,
-                      B_QUANT_DIV, EVEN, METRICS, SOFT_CAST, True, SUB)
+        for _ in range(trips):
+            _compare_block(x_ptr, ttab_ptr, bmap_ptr, fsum_ptr, dump_ptr, blk, pid, o, A_PAD_EDGE, A_NAN_TO_NUM,
+                           A_HAS_FLOOR, A_FLOOR, A_SCALE_FORM, A_POW2, A_ZERO_ONE, A_INF_ONE, A_INF_FMAX, A_QUANT_DIV,
+                           A_CLAMP, A_DIV_RECIP, A_CAST_NAN, B_PAD_EDGE, B_NAN_TO_NUM, B_HAS_FLOOR, B_FLOOR,
+                           B_SCALE_FORM, B_POW2, B_ZERO_ONE, B_INF_ONE, B_INF_FMAX, B_QUANT_DIV, B_CLAMP,
+                           B_DIV_RECIP, B_CAST_NAN, ALIGNED, METRICS, SOFT_CAST, FULL_RULE, DUMP, SUB)
 
 
 @triton.jit
-def _compare_pass(base, sx32, m_rem, n_rem, fa, sa, fb, sb, o, f,
-                  A_NAN_TO_NUM: tl.constexpr, A_CAST_NAN: tl.constexpr, A_CLAMP: tl.constexpr,
-                  A_QUANT_DIV: tl.constexpr, B_NAN_TO_NUM: tl.constexpr, B_CAST_NAN: tl.constexpr,
-                  B_CLAMP: tl.constexpr, B_QUANT_DIV: tl.constexpr, EVEN: tl.constexpr, METRICS: tl.constexpr,
-                  SOFT_CAST: tl.constexpr, FULL: tl.constexpr, SUB: tl.constexpr):
-    """Pass 2, SUB rows at a time (the block comes back from L2): both sides' codes, compared."""
+def _compare_block(
+    x_ptr, ttab_ptr, bmap_ptr, fsum_ptr, dump_ptr, blk, pid, o,
+    A_PAD_EDGE: tl.constexpr, A_NAN_TO_NUM: tl.constexpr, A_HAS_FLOOR: tl.constexpr, A_FLOOR: tl.constexpr,
+    A_SCALE_FORM: tl.constexpr, A_POW2: tl.constexpr, A_ZERO_ONE: tl.constexpr, A_INF_ONE: tl.constexpr,
+    A_INF_FMAX: tl.constexpr, A_QUANT_DIV: tl.constexpr, A_CLAMP: tl.constexpr, A_DIV_RECIP: tl.constexpr,
+    A_CAST_NAN: tl.constexpr,
+    B_PAD_EDGE: tl.constexpr, B_NAN_TO_NUM: tl.constexpr, B_HAS_FLOOR: tl.constexpr, B_FLOOR: tl.constexpr,
+    B_SCALE_FORM: tl.constexpr, B_POW2: tl.constexpr, B_ZERO_ONE: tl.constexpr, B_INF_ONE: tl.constexpr,
+    B_INF_FMAX: tl.constexpr, B_QUANT_DIV: tl.constexpr, B_CLAMP: tl.constexpr, B_DIV_RECIP: tl.constexpr,
+    B_CAST_NAN: tl.constexpr,
+    ALIGNED: tl.constexpr, METRICS: tl.constexpr, SOFT_CAST: tl.constexpr, FULL_RULE: tl.constexpr,
+    DUMP: tl.constexpr, SUB: tl.constexpr,
+):
+    base, sx32, m_rem, n_rem, row = _geometry(x_ptr, ttab_ptr, bmap_ptr, blk, ALIGNED)
+    if FULL_RULE:
+        fa, sa, fb, sb = _full_scales(base, sx32, m_rem, n_rem, row, x_ptr, A_PAD_EDGE, A_NAN_TO_NUM,
+                                      A_HAS_FLOOR, A_FLOOR, A_SCALE_FORM, A_POW2, A_ZERO_ONE, A_INF_ONE,
+                                      A_INF_FMAX, A_QUANT_DIV, A_DIV_RECIP, B_PAD_EDGE, B_NAN_TO_NUM,
+                                      B_HAS_FLOOR, B_FLOOR, B_SCALE_FORM, B_POW2, B_ZERO_ONE, B_INF_ONE,
+                                      B_INF_FMAX, B_QUANT_DIV, B_DIV_RECIP, SUB)
+    else:
+        fa = tl.load(o).to(tl.float32, bitcast=True)
+        fb = tl.load(o + 1).to(tl.float32, bitcast=True)
+        sa = tl.load(o + 2).to(tl.float32, bitcast=True)
+        sb = tl.load(o + 3).to(tl.float32, bitcast=True)
+    _compare_tiles(base, sx32, m_rem, n_rem, fa, sa, fb, sb, o, fsum_ptr + blk.to(tl.int64) * 4,
+                   dump_ptr + pid.to(tl.int64) * 32768, A_NAN_TO_NUM, A_CAST_NAN, A_CLAMP, A_QUANT_DIV,
+                   B_NAN_TO_NUM, B_CAST_NAN, B_CLAMP, B_QUANT_DIV, METRICS, SOFT_CAST, FULL_RULE, DUMP, SUB)
+
+
+@triton.jit
+def _compare_tiles(base, sx32, m_rem, n_rem, fa, sa, fb, sb, o, f, d_ptr,
+                   A_NAN_TO_NUM: tl.constexpr, A_CAST_NAN: tl.constexpr, A_CLAMP: tl.constexpr,
+                   A_QUANT_DIV: tl.constexpr, B_NAN_TO_NUM: tl.constexpr, B_CAST_NAN: tl.constexpr,
+                   B_CLAMP: tl.constexpr, B_QUANT_DIV: tl.constexpr, METRICS: tl.constexpr,
+                   SOFT_CAST: tl.constexpr, FULL_RULE: tl.constexpr, DUMP: tl.constexpr, SUB: tl.constexpr):
+    """SUB rows at a time: both sides' codes, compared (or dumped)."""
     c = tl.arange(0, 128)
-    n_diff = tl.full([], 0, tl.int32)
-    first = tl.full([], NO_DIFF_C, tl.int32)
+    packed = tl.full([], 0, tl.int32)  # differing codes + 65536 * those one step apart
+    dmax = tl.full([], 0, tl.int32)
     nan_a = tl.full([], 0, tl.int32)
     nan_b = tl.full([], 0, tl.int32)
-    steps_max = tl.full([], 0, tl.int32)
     w2 = tl.full([], 0.0, tl.float32)
     ea2 = tl.full([], 0.0, tl.float32)
     eb2 = tl.full([], 0.0, tl.float32)
@@ -203,45 +339,63 @@ def _compare_pass(base, sx32, m_rem, n_rem, fa, sa, fb, sb, o, f,
     for r0 in tl.static_range(0, 128, SUB):
         r = r0 + tl.arange(0, SUB)
         offs = r[:, None] * sx32 + c[None, :]
-        inside = (r[:, None] < m_rem) & (c[None, :] < n_rem)
-        if EVEN:
-            x = tl.load(base + offs).to(tl.float32)
-        else:
+        if FULL_RULE:
+            inside = (r[:, None] < m_rem) & (c[None, :] < n_rem)
             x = tl.load(base + offs, mask=inside, other=0.0).to(tl.float32)
-        ca = _codes(_nan_to_num(x, A_NAN_TO_NUM), fa, A_CAST_NAN, A_CLAMP, A_QUANT_DIV, SOFT_CAST, FULL)
-        cb = _codes(_nan_to_num(x, B_NAN_TO_NUM), fb, B_CAST_NAN, B_CLAMP, B_QUANT_DIV, SOFT_CAST, FULL)
-        diff = (ca != cb) & inside
-        n_diff += tl.sum(tl.sum(diff.to(tl.int32), axis=1), axis=0)
-        lin = r[:, None] * 128 + c[None, :]
-        first = tl.minimum(first, tl.min(tl.min(tl.where(diff, lin, NO_DIFF_C), axis=1), axis=0))
-        na = ((ca & 0x7F) == 0x7F) & inside
-        nb = ((cb & 0x7F) == 0x7F) & inside
-        if FULL:  # a safe block has no NaN codes
-            nan_a += tl.sum(tl.sum(na.to(tl.int32), axis=1), axis=0)
-            nan_b += tl.sum(tl.sum(nb.to(tl.int32), axis=1), axis=0)
-        steps = tl.where(diff & ~na & ~nb, tl.abs(_ordered(ca) - _ordered(cb)), 0)
-        steps_max = tl.maximum(steps_max, tl.max(tl.max(steps, axis=1), axis=0))
-        if METRICS:
-            src = tl.where(tl.abs(x) < float("inf"), x, 0.0)
-            da = tl.where(inside, _dequant(ca, sa), 0.0)
-            db = tl.where(inside, _dequant(cb, sb), 0.0)
-            w2 += tl.sum(tl.sum(src * src, axis=1), axis=0)
-            ea2 += tl.sum(tl.sum((src - da) * (src - da), axis=1), axis=0)
-            eb2 += tl.sum(tl.sum((src - db) * (src - db), axis=1), axis=0)
-            eab2 += tl.sum(tl.sum((da - db) * (da - db), axis=1), axis=0)
-    tl.store(o, n_diff)
-    tl.store(o + 1, first)
-    tl.store(o + 4, nan_a)
-    tl.store(o + 5, nan_b)
-    tl.store(o + 6, steps_max)
-    if METRICS:
-        tl.store(f, w2)
-        tl.store(f + 1, ea2)
-        tl.store(f + 2, eb2)
-        tl.store(f + 3, eab2)
-
-
-NO_DIFF_C = tl.constexpr(NO_DIFF)
+            ca = _full_codes(_nan_to_num(x, A_NAN_TO_NUM), fa, A_CAST_NAN, A_CLAMP, A_QUANT_DIV, SOFT_CAST)
+            cb = _full_codes(_nan_to_num(x, B_NAN_TO_NUM), fb, B_CAST_NAN, B_CLAMP, B_QUANT_DIV, SOFT_CAST)
+        else:  # a FAST block: full, finite, every scaled value <= 464 on both sides
+            x = tl.load(base + offs).to(tl.float32)
+            qa = _fp8(_scaled(x, fa, A_QUANT_DIV), SOFT_CAST)
+            qb = _fp8(_scaled(x, fb, B_QUANT_DIV), SOFT_CAST)
+            ca = qa.to(tl.uint8, bitcast=True).to(tl.int32)
+            cb = qb.to(tl.uint8, bitcast=True).to(tl.int32)
+        if DUMP:
+            lin = r[:, None] * 128 + c[None, :]
+            tl.store(d_ptr + lin, ca.to(tl.uint8))
+            tl.store(d_ptr + 16384 + lin, cb.to(tl.uint8))
+        elif FULL_RULE:
+            diff = (ca != cb) & inside
+            packed += _sum2(diff.to(tl.int32))
+            nan_a += _sum2((((ca & 0x7F) == 0x7F) & inside).to(tl.int32))
+            nan_b += _sum2((((cb & 0x7F) == 0x7F) & inside).to(tl.int32))
+            if METRICS:
+                src = tl.where(tl.abs(x) < float("inf"), x, 0.0)
+                da = tl.where(inside, _dequant(ca, sa), 0.0)
+                db = tl.where(inside, _dequant(cb, sb), 0.0)
+                w2 += _sum2(src * src)
+                ea2 += _sum2((src - da) * (src - da))
+                eb2 += _sum2((src - db) * (src - db))
+                eab2 += _sum2((da - db) * (da - db))
+        else:
+            # one sign for both sides (a positive factor keeps x's sign), so the fp8-step distance
+            # is the difference of the codes as integers
+            d = tl.abs(ca - cb)
+            packed += _sum2(tl.where(d != 0, 1, 0) + tl.where(d == 1, 65536, 0))
+            dmax = tl.maximum(dmax, tl.max(tl.max(d, axis=1), axis=0))
+            if METRICS:
+                da = qa.to(tl.float32) * sa
+                db = qb.to(tl.float32) * sb
+                eb2 += _sum2((x - db) * (x - db))
+                eab2 += _sum2((da - db) * (da - db))
+    if not DUMP:
+        tl.store(o + 5, packed & 0xFFFF)
+        if FULL_RULE:
+            tl.store(o + 2, sa.to(tl.int32, bitcast=True))
+            tl.store(o + 3, sb.to(tl.int32, bitcast=True))
+            tl.store(o + 8, nan_a)
+            tl.store(o + 9, nan_b)
+            if METRICS:
+                tl.store(f, w2)
+                tl.store(f + 1, ea2)
+                tl.store(f + 2, eb2)
+                tl.store(f + 3, eab2)
+        else:
+            tl.store(o + 6, packed >> 16)
+            tl.store(o + 7, dmax)
+            if METRICS:
+                tl.store(f + 2, eb2)
+                tl.store(f + 3, eab2)
 
 
 def fused_supported(recipe) -> bool:
@@ -255,7 +409,7 @@ def fused_supported(recipe) -> bool:
 
 
 def _tables(tensors):
-    """(per-tensor int64 table, per-block tensor ids, block counts, EVEN) on the CPU."""
+    """(per-tensor int64 table, block counts, EVEN, ALIGNED) on the CPU."""
     x0 = tensors[0]
     es = x0.element_size()
     rows, counts, even = [], [], True
@@ -272,67 +426,61 @@ def _tables(tensors):
         start += nb
         even &= m % 128 == 0 and n % 128 == 0
         aligned &= (x.data_ptr() - x0.data_ptr()) % (16 * es) == 0 and x.stride(0) % 16 == 0
-    bmap = np.repeat(np.arange(len(tensors), dtype=np.int32), counts)
-    return torch.tensor(rows, dtype=torch.int64), torch.from_numpy(bmap), counts, even, aligned
+    return torch.tensor(rows, dtype=torch.int64), counts, even, aligned
 
 
-def fused_block_stats(tensors, recipe_a, recipe_b, metrics: bool = True, semantics=None, num_warps: int = 4,
-                      fast_cast: bool = False, sub: int = 32, hints: bool = True, even_ok: bool = True):
-    """Launch the fused verifier over `tensors` (2-D, one dtype, one device).
+class FusedLaunch:
+    """One batch's launches and device buffers: `run()` fills `rec` (blocks, ICOLS) int32 and
+    `fsum` (blocks, FCOLS) float32; `dump(blocks)` gives both sides' codes of some blocks."""
 
-    Returns (iout (blocks, 8) int32, fout (blocks, 4) float32, counts: blocks per tensor), on the device.
-    """
-    ra, rb = get_recipe(recipe_a), get_recipe(recipe_b)
-    dev = tensors[0].device
-    if len({t.dtype for t in tensors}) != 1:
-        raise ValueError("fused verifier needs one input dtype per launch")
-    sem = semantics or device_semantics(dev)
-    spec_a = {f"A_{k}": v for k, v in spec_constexprs(ra, sem["div_recip"], sem["cast_nan"]).items()}
-    spec_b = {f"B_{k}": v for k, v in spec_constexprs(rb, sem["div_recip"], sem["cast_nan"]).items()}
-    ttab, bmap, counts, even, aligned = _tables(tensors)
-    nblk = int(bmap.numel())
-    ttab, bmap = ttab.to(dev), bmap.to(dev)
-    iout = torch.empty((nblk, ICOLS), dtype=torch.int32, device=dev)
-    fout = torch.zeros((nblk, FCOLS), dtype=torch.float32, device=dev)
-    _fused_verify_kernel[(nblk,)](tensors[0], ttab, bmap, iout, fout, nblk, **spec_a, **spec_b, EVEN=even and even_ok,
-                                  METRICS=metrics, SOFT_CAST=INTERPRET, FAST_CAST=fast_cast, SUB=sub, ALIGNED=aligned and hints,
-                                  num_warps=num_warps, **launch_extra())
-    return iout, fout, counts
+    def __init__(self, tensors, recipe_a, recipe_b, metrics: bool = True, semantics=None, num_warps: int = 4,
+                 sub: int = 32, compare_warps: int = 4, hints: bool = True):
+        ra, rb = get_recipe(recipe_a), get_recipe(recipe_b)
+        dev = tensors[0].device
+        if len({t.dtype for t in tensors}) != 1:
+            raise ValueError("fused verifier needs one input dtype per launch")
+        sem = semantics or device_semantics(dev)
+        self.spec = {**{f"A_{k}": v for k, v in spec_constexprs(ra, sem["div_recip"], sem["cast_nan"]).items()},
+                     **{f"B_{k}": v for k, v in spec_constexprs(rb, sem["div_recip"], sem["cast_nan"]).items()}}
+        ttab, self.counts, self.even, aligned = _tables(tensors)
+        self.tensors, self.metrics, self.sub = tensors, metrics, sub
+        self.nblk = int(sum(self.counts))
+        self.ttab = ttab.to(dev, non_blocking=True)
+        cnt = torch.tensor(self.counts, dtype=torch.int64).to(dev, non_blocking=True)
+        self.bmap = torch.repeat_interleave(torch.arange(len(tensors), device=dev, dtype=torch.int32), cnt,
+                                            output_size=self.nblk)
+        self.rec = torch.empty((self.nblk, ICOLS), dtype=torch.int32, device=dev)
+        self.fsum = torch.zeros((self.nblk, FCOLS), dtype=torch.float32, device=dev)
+        self.aligned = aligned and hints
+        self.warps = (num_warps, compare_warps)
+        self.native = tensors[0].dtype == torch.bfloat16
+
+    def _compare(self, full_rule: bool, blist=None, dump=None, n=None):
+        _compare_kernel[(n or self.nblk,)](
+            self.tensors[0], self.ttab, self.bmap, self.rec, self.fsum, blist if blist is not None else self.rec,
+            dump if dump is not None else self.rec, n or self.nblk, **self.spec, ALIGNED=self.aligned,
+            METRICS=self.metrics, SOFT_CAST=INTERPRET, FULL_RULE=full_rule, DUMP=dump is not None, SUB=self.sub,
+            num_warps=self.warps[1], **launch_extra())
+
+    def run(self) -> "FusedLaunch":
+        _screen_kernel[(self.nblk,)](self.tensors[0], self.ttab, self.bmap, self.rec, self.fsum, self.nblk,
+                                     **self.spec, EVEN=self.even, ALIGNED=self.aligned, NATIVE=self.native,
+                                     METRICS=self.metrics, SOFT_CAST=INTERPRET, num_warps=self.warps[0],
+                                     **launch_extra())
+        self._compare(False)
+        self._compare(True)
+        return self
+
+    def dump(self, blocks, full_rule: bool) -> torch.Tensor:
+        """(len(blocks), 2, 128, 128) uint8 codes of both sides (outside a partial block: garbage)."""
+        dev = self.rec.device
+        blist = torch.as_tensor(np.asarray(blocks, dtype=np.int32)).to(dev)
+        out = torch.empty((len(blocks), 2, 128, 128), dtype=torch.uint8, device=dev)
+        if len(blocks):
+            self._compare(full_rule, blist, out, len(blocks))
+        return out
 
 
-def verdict_rows(tensors, iout, fout, counts):
-    """Per tensor: a dict with the fields of compare.stream.TensorVerdict's counts and sums.
-
-    Blocks of one tensor are contiguous, so every per-tensor figure is a segment reduction.
-    """
-    ii = iout.cpu().numpy()
-    ff = fout.cpu().numpy().astype(np.float64)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    n_diff = np.add.reduceat(ii[:, 0].astype(np.int64), starts)
-    sdiff = ii[:, 2] != ii[:, 3]
-    n_scale = np.add.reduceat(sdiff.astype(np.int64), starts)
-    nan_a = np.add.reduceat(ii[:, 4].astype(np.int64), starts)
-    nan_b = np.add.reduceat(ii[:, 5].astype(np.int64), starts)
-    max_ulp = np.maximum.reduceat(ii[:, 6], starts)
-    sums = np.add.reduceat(ff, starts, axis=0)
-    out = []
-    for k, x in enumerate(tensors):
-        m, n = x.shape
-        nbn = math.ceil(n / 128)
-        s0, s1 = starts[k], starts[k] + counts[k]
-        first_el = first_scale = None
-        if n_diff[k]:
-            idx = np.nonzero(ii[s0:s1, 0])[0]
-            loc = ii[s0:s1, 1][idx]
-            rows = (idx // nbn) * 128 + loc // 128
-            cols = (idx % nbn) * 128 + loc % 128
-            j = int(np.argmin(rows.astype(np.int64) * n + cols))
-            first_el = (int(rows[j]), int(cols[j]))
-        if n_scale[k]:
-            b = int(np.nonzero(sdiff[s0:s1])[0][0])
-            first_scale = (b // nbn, b % nbn)
-        out.append({"n_code_mismatch": int(n_diff[k]), "n_scale_mismatch": int(n_scale[k]),
-                    "first_element": first_el, "first_scale_block": first_scale,
-                    "max_code_ulp": int(max_ulp[k]), "nan_codes": (int(nan_a[k]), int(nan_b[k])),
-                    "sums": tuple(float(v) for v in sums[k])})
-    return out
+def fused_block_stats(tensors, recipe_a, recipe_b, metrics: bool = True, **launch) -> FusedLaunch:
+    """Launch the fused verifier over `tensors` (2-D, one dtype, one device); see FusedLaunch."""
+    return FusedLaunch(tensors, recipe_a, recipe_b, metrics, **launch).run()

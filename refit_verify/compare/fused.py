@@ -1,0 +1,215 @@
+"""TensorComparisons from the fused verifier (fp8/kernels/fused_verify.py): the same fields, counts
+and first mismatch as `compare_fp8` over two materialised quantizations, without materialising them.
+
+Per-tensor totals are reduced on the device (one small copy to the host); per-block detail is read
+back only when some tensor differs; both sides' codes are computed again (`FusedLaunch.dump`) only
+for each differing tensor's first differing block and for blocks whose fp8-step distances the
+kernel did not fully count (distances above 2, or blocks taken by the full cast rule).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from refit_verify.compare.bitwise import Mismatch, TensorComparison
+from refit_verify.fp8 import format as fmt
+from refit_verify.fp8.kernels import fused_verify as fv
+
+DUMP_CHUNK = 1024  # blocks whose codes are dumped at once (2 x 16 KiB each)
+
+
+def _valid(m_rem: torch.Tensor, n_rem: torch.Tensor) -> torch.Tensor:
+    ar = torch.arange(128, device=m_rem.device)
+    return (ar[None, :, None] < m_rem[:, None, None]) & (ar[None, None, :] < n_rem[:, None, None])
+
+
+class _Geometry:
+    """Block index (in the batch) -> tensor, block row/column, valid rows/columns."""
+
+    def __init__(self, tensors, counts):
+        self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        self.shapes = [tuple(t.shape) for t in tensors]
+        self.nbn = np.array([math.ceil(s[1] / 128) for s in self.shapes], dtype=np.int64)
+        self.tid = np.repeat(np.arange(len(tensors)), counts)
+
+    def rem(self, blocks: np.ndarray):
+        t = self.tid[blocks]
+        local = blocks - self.starts[t]
+        bi, bj = local // self.nbn[t], local % self.nbn[t]
+        m = np.array([s[0] for s in self.shapes], dtype=np.int64)[t]
+        n = np.array([s[1] for s in self.shapes], dtype=np.int64)[t]
+        return t, bi, bj, np.minimum(128, m - bi * 128), np.minimum(128, n - bj * 128)
+
+
+def _dumped_hist(launch, geo, blocks: np.ndarray, full_rule: bool, n_tensors: int) -> np.ndarray:
+    """(tensors, 256) counts of fp8-step distances between differing finite codes of `blocks`."""
+    dev = launch.rec.device
+    hist = torch.zeros(n_tensors * 256, dtype=torch.int64, device=dev)
+    for i in range(0, len(blocks), DUMP_CHUNK):
+        part = blocks[i:i + DUMP_CHUNK]
+        t, _, _, mr, nr = geo.rem(part)
+        codes = launch.dump(part, full_rule)
+        a, b = codes[:, 0], codes[:, 1]
+        valid = _valid(torch.as_tensor(mr, device=dev), torch.as_tensor(nr, device=dev))
+        fin = (a != b) & valid & ~fmt.is_nan_code(a) & ~fmt.is_nan_code(b)
+        d = (fmt.ordered_code(a) - fmt.ordered_code(b)).abs()
+        key = torch.as_tensor(t, device=dev)[:, None, None].expand_as(d) * 256 + d
+        hist += torch.bincount(key[fin], minlength=n_tensors * 256)
+    return hist.view(n_tensors, 256).cpu().numpy()
+
+
+def _rel(w2: float):
+    return lambda e: math.sqrt(e / w2) if w2 > 0 else (0.0 if e == 0 else math.inf)
+
+
+def fused_comparisons(items, recipe_a, recipe_b, metrics: bool = True, **launch_kw) -> list:
+    """TensorComparisons of (name, w) items (2-D, one dtype, one device) from one fused batch."""
+    names = [n for n, _ in items]
+    ws = [w if w.stride(1) == 1 else w.contiguous() for _, w in items]
+    launch = fv.fused_block_stats(ws, recipe_a, recipe_b, metrics, **launch_kw)
+    T = len(ws)
+    per_t, sums = _tensor_totals(launch, T, metrics)
+    geo = _Geometry(ws, launch.counts)
+    differ = (per_t[:, 0] + per_t[:, 1]) > 0
+    detail = _block_detail(launch, geo, T) if differ.any() else None
+    firsts = _first_mismatches(launch, geo, detail, names, differ) if detail else {}
+    out = []
+    for k, (name, w) in enumerate(zip(names, ws)):
+        m, n = w.shape
+        mb, nb = math.ceil(m / 128), math.ceil(n / 128)
+        s0, s1 = geo.starts[k], geo.starts[k] + launch.counts[k]
+        hist, first, per_block = {}, None, None
+        if differ[k]:
+            per_block = torch.from_numpy(detail["ndiff"][s0:s1].astype(np.int64)).view(mb, nb)
+            h = detail["hist"][k].copy()
+            h[1] += per_t[k, 4]
+            h[2] += per_t[k, 5] - per_t[k, 4]
+            hist = {int(v): int(h[v]) for v in np.nonzero(h)[0]}
+            first = firsts[k]
+        else:
+            per_block = torch.zeros((mb, nb), dtype=torch.int64)
+        mags = {}
+        if metrics:
+            w2, ea2, eb2, eab2 = sums[k]
+            rel = _rel(w2)
+            mags = {"rel_l2_a": rel(ea2), "rel_l2_b": rel(eb2 if differ[k] else ea2), "rel_l2_ab": rel(eab2)}
+        out.append(TensorComparison(name, "fp8", (m, n), int(per_t[k, 0]), int(per_t[k, 1]), m * n, (128, 128),
+                                    mb * nb, first, per_block, hist, (int(per_t[k, 2]), int(per_t[k, 3])), mags))
+    return out
+
+
+def _counted(cls, dmax):
+    """Blocks whose fp8-step histogram the kernel's counts give whole: fast-compared, distances <= 2
+    (differing codes = those one step apart + those two apart)."""
+    return (cls == fv.FAST) & (dmax <= 2)
+
+
+def _tensor_totals(launch, n_tensors: int, metrics: bool):
+    """Per tensor, reduced on the device: (int64 [T, 6]: differing codes, differing scales, NaN codes
+    a, b, one-step codes and differing codes in counted blocks; float64 [T, 4] sums or None)."""
+    rec = launch.rec
+    tid = launch.bmap.long()
+    ndiff = rec[:, fv.R_NDIFF]
+    counted = _counted(rec[:, fv.R_CLASS], rec[:, fv.R_DMAX])
+    cols = torch.stack([ndiff, (rec[:, fv.R_SA] != rec[:, fv.R_SB]).int(), rec[:, fv.R_NAN_A], rec[:, fv.R_NAN_B],
+                        torch.where(counted, rec[:, fv.R_N1], 0), torch.where(counted, ndiff, 0)], 1).long()
+    per_t = torch.zeros((n_tensors, 6), dtype=torch.int64, device=rec.device).index_add_(0, tid, cols)
+    sums = None
+    if metrics:
+        sums = torch.zeros((n_tensors, 4), dtype=torch.float64, device=rec.device)
+        sums = sums.index_add_(0, tid, launch.fsum.double()).cpu().numpy()
+    return per_t.cpu().numpy(), sums
+
+
+def _block_detail(launch, geo, n_tensors) -> dict:
+    """Per-block counts on the host, and the histogram of blocks the kernel did not count."""
+    rec = launch.rec
+    nd = rec[:, fv.R_NDIFF].cpu().numpy()
+    sd = (rec[:, fv.R_SA] != rec[:, fv.R_SB]).cpu().numpy()
+    cl = rec[:, fv.R_CLASS].cpu().numpy()
+    dm = rec[:, fv.R_DMAX].cpu().numpy()
+    hist = np.zeros((n_tensors, 256), dtype=np.int64)
+    for full_rule, sel in ((False, (cl == fv.FAST) & ~_counted(cl, dm) & (nd > 0)), (True, (cl == fv.FULL) & (nd > 0))):
+        blocks = np.nonzero(sel)[0].astype(np.int32)
+        if len(blocks):
+            hist += _dumped_hist(launch, geo, blocks, full_rule, n_tensors)
+    return {"ndiff": nd, "sdiff": sd, "cls": cl, "hist": hist}
+
+
+def _first_elements(launch, geo, blocks: np.ndarray, full_rule: bool) -> dict:
+    """{block: ((row, col), code a, code b) or None} of the first differing element (row-major)."""
+    if not len(blocks):
+        return {}
+    dev = launch.rec.device
+    t, bi, bj, mr, nr = geo.rem(blocks)
+    codes = launch.dump(blocks, full_rule)
+    diff = ((codes[:, 0] != codes[:, 1]) & _valid(torch.as_tensor(mr, device=dev), torch.as_tensor(nr, device=dev)))
+    flat = diff.view(len(blocks), -1)
+    pos = flat.int().argmax(dim=1)  # the first True (argmax returns the first maximum)
+    rows = torch.arange(len(blocks), device=dev)
+    got = torch.stack([flat[rows, pos].int(), pos.int(), codes[:, 0].reshape(len(blocks), -1)[rows, pos].int(),
+                       codes[:, 1].reshape(len(blocks), -1)[rows, pos].int()], 1).cpu().numpy()
+    out = {}
+    for k, blk in enumerate(blocks):
+        ok, p, ca, cb = (int(v) for v in got[k])
+        out[int(blk)] = ((int(bi[k]) * 128 + p // 128, int(bj[k]) * 128 + p % 128), ca, cb) if ok else None
+    return out
+
+
+def _first_mismatches(launch, geo, detail, names, differ) -> dict:
+    """compare_fp8's first mismatch of each differing tensor: the earliest block (row-major) with a
+    code or scale difference, and its first differing element; {tensor index: Mismatch}."""
+    nd, sd, cl = detail["ndiff"], detail["sdiff"], detail["cls"]
+    flagged = np.flatnonzero((nd > 0) | sd)
+    tids, first_at = np.unique(geo.tid[flagged], return_index=True)
+    blocks = flagged[first_at]
+    bits = launch.rec[torch.as_tensor(blocks, device=launch.rec.device).long(), fv.R_SA:fv.R_SB + 1]
+    scales = bits.contiguous().view(torch.float32).cpu().numpy()
+    code_blocks = blocks[nd[blocks] > 0]
+    els = {**_first_elements(launch, geo, code_blocks[cl[code_blocks] != fv.FULL].astype(np.int32), False),
+           **_first_elements(launch, geo, code_blocks[cl[code_blocks] == fv.FULL].astype(np.int32), True)}
+    out = {}
+    for k, t, blk in zip(range(len(tids)), tids, blocks):
+        t, blk = int(t), int(blk)
+        if not differ[t]:
+            continue
+        _, bi, bj, _, _ = geo.rem(np.array([blk]))
+        where = (int(bi[0]), int(bj[0]))
+        a_s, b_s = float(scales[k, 0]), float(scales[k, 1])
+        if nd[blk] == 0:
+            out[t] = Mismatch(names[t], "scale", where, None, None, None, a_s, b_s, "codes identical in this block")
+        elif els.get(blk) is None:  # counts and codes disagree: say so rather than invent an element
+            out[t] = Mismatch(names[t], "code", where, None, None, None, a_s, b_s,
+                              f"no differing code inside block {where} of size (128, 128)")
+        else:
+            el, ca, cb = els[blk]
+            out[t] = Mismatch(names[t], "code", where, el, ca, cb, a_s, b_s, "scales differ too" if sd[blk] else "")
+    return out
+
+
+def findings_differ(fused: TensorComparison, ref: TensorComparison, rel: float = 1e-3) -> list:
+    """What differs between two comparisons of one tensor (counts, first mismatch, per-block counts,
+    histogram, NaN codes exactly; magnitudes to `rel`); NaN scales compare equal to NaN."""
+    out = []
+    fd, rd = fused.to_dict(), ref.to_dict()
+    for k in fd:
+        a, b = fd[k], rd[k]
+        if k == "magnitudes":
+            for kk in set(a) | set(b):
+                x, y = a.get(kk), b.get(kk)
+                if x is None or y is None or not (x == y or abs(x - y) <= rel * abs(y) + 1e-6):
+                    out.append(f"{fused.tensor}: {kk} {x} vs {y}")
+        elif k == "first_mismatch" and a and b:
+            for kk in a:
+                x, y = a[kk], b[kk]
+                if x != y and not (isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y)):
+                    if kk != "describe":
+                        out.append(f"{fused.tensor}: first_mismatch.{kk} {x} vs {y}")
+        elif a != b:
+            out.append(f"{fused.tensor}: {k} {a} vs {b}")
+    if fused.block_mismatch_counts is None or not torch.equal(fused.block_mismatch_counts, ref.block_mismatch_counts):
+        out.append(f"{fused.tensor}: per-block code mismatch counts differ")
+    return out
