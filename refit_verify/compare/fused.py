@@ -76,7 +76,7 @@ def fused_comparisons(items, recipe_a, recipe_b, metrics: bool = True, **launch_
     differ = (per_t[:, 0] + per_t[:, 1]) > 0
     detail = _block_detail(launch, geo, T) if differ.any() else None
     firsts = _first_mismatches(launch, geo, detail, names, differ) if detail else {}
-    out = []
+    out, zeros = [], {}
     for k, (name, w) in enumerate(zip(names, ws)):
         m, n = w.shape
         mb, nb = math.ceil(m / 128), math.ceil(n / 128)
@@ -90,7 +90,9 @@ def fused_comparisons(items, recipe_a, recipe_b, metrics: bool = True, **launch_
             hist = {int(v): int(h[v]) for v in np.nonzero(h)[0]}
             first = firsts[k]
         else:
-            per_block = torch.zeros((mb, nb), dtype=torch.int64)
+            if (mb, nb) not in zeros:  # one all-zero count tensor per shape (read-only, like the others)
+                zeros[(mb, nb)] = torch.zeros((mb, nb), dtype=torch.int64)
+            per_block = zeros[(mb, nb)]
         mags = {}
         if metrics:
             w2, ea2, eb2, eab2 = sums[k]

@@ -462,11 +462,14 @@ class FusedLaunch:
             METRICS=self.metrics, SOFT_CAST=INTERPRET, FULL_RULE=full_rule, DUMP=dump is not None, SUB=self.sub,
             num_warps=self.warps[1], **launch_extra())
 
-    def run(self) -> "FusedLaunch":
+    def screen(self) -> None:
         _screen_kernel[(self.nblk,)](self.tensors[0], self.ttab, self.bmap, self.rec, self.fsum, self.nblk,
                                      **self.spec, EVEN=self.even, ALIGNED=self.aligned, NATIVE=self.native,
                                      METRICS=self.metrics, SOFT_CAST=INTERPRET, num_warps=self.warps[0],
                                      **launch_extra())
+
+    def run(self) -> "FusedLaunch":
+        self.screen()
         self._compare(False)
         self._compare(True)
         return self
