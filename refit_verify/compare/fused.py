@@ -33,7 +33,14 @@ class _Geometry:
         self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         self.shapes = [tuple(t.shape) for t in tensors]
         self.nbn = np.array([math.ceil(s[1] / 128) for s in self.shapes], dtype=np.int64)
-        self.tid = np.repeat(np.arange(len(tensors)), counts)
+        self.counts = counts
+        self._tid = None
+
+    @property
+    def tid(self) -> np.ndarray:
+        if self._tid is None:
+            self._tid = np.repeat(np.arange(len(self.shapes)), self.counts)
+        return self._tid
 
     def rem(self, blocks: np.ndarray):
         t = self.tid[blocks]
@@ -77,17 +84,18 @@ def fused_comparisons(items, recipe_a, recipe_b, metrics: bool = True, **launch_
     detail = _block_detail(launch, geo, T) if differ.any() else None
     firsts = _first_mismatches(launch, geo, detail, names, differ) if detail else {}
     out, zeros = [], {}
-    for k, (name, w) in enumerate(zip(names, ws)):
-        m, n = w.shape
-        mb, nb = math.ceil(m / 128), math.ceil(n / 128)
-        s0, s1 = geo.starts[k], geo.starts[k] + launch.counts[k]
-        hist, first, per_block = {}, None, None
-        if differ[k]:
-            per_block = torch.from_numpy(detail["ndiff"][s0:s1].astype(np.int64)).view(mb, nb)
-            h = detail["hist"][k].copy()
-            h[1] += per_t[k, 4]
-            h[2] += per_t[k, 5] - per_t[k, 4]
-            hist = {int(v): int(h[v]) for v in np.nonzero(h)[0]}
+    totals, sums = per_t.tolist(), (sums.tolist() if metrics else None)
+    for k, name in enumerate(names):
+        m, n = geo.shapes[k]
+        mb, nb = -(-m // 128), -(-n // 128)
+        n_code, n_scale, nan_a, nan_b, ones = totals[k]
+        hist, first = {}, None
+        if n_code or n_scale:
+            s0 = int(geo.starts[k])
+            per_block = torch.from_numpy(detail["ndiff"][s0:s0 + launch.counts[k]]).view(mb, nb)
+            h = detail["hist"][k]
+            h[1] += ones
+            hist = {int(v): int(h[v]) for v in np.flatnonzero(h)}
             first = firsts[k]
         else:
             if (mb, nb) not in zeros:  # one all-zero count tensor per shape (read-only, like the others)
@@ -97,28 +105,28 @@ def fused_comparisons(items, recipe_a, recipe_b, metrics: bool = True, **launch_
         if metrics:
             w2, ea2, eb2, eab2 = sums[k]
             rel = _rel(w2)
-            mags = {"rel_l2_a": rel(ea2), "rel_l2_b": rel(eb2 if differ[k] else ea2), "rel_l2_ab": rel(eab2)}
-        out.append(TensorComparison(name, "fp8", (m, n), int(per_t[k, 0]), int(per_t[k, 1]), m * n, (128, 128),
-                                    mb * nb, first, per_block, hist, (int(per_t[k, 2]), int(per_t[k, 3])), mags))
+            mags = {"rel_l2_a": rel(ea2), "rel_l2_b": rel(eb2 if n_code or n_scale else ea2), "rel_l2_ab": rel(eab2)}
+        out.append(TensorComparison(name, "fp8", (m, n), n_code, n_scale, m * n, (128, 128), mb * nb, first,
+                                    per_block, hist, (nan_a, nan_b), mags))
     return out
 
 
-def _counted(cls, dmax):
-    """Blocks whose fp8-step histogram the kernel's counts give whole: fast-compared, distances <= 2
-    (differing codes = those one step apart + those two apart)."""
-    return (cls == fv.FAST) & (dmax <= 2)
+def _counted(cls, far):
+    """Blocks whose fp8-step histogram the kernel's counts give whole: fast-compared, no distance
+    above one step (every differing code is one step away)."""
+    return (cls == fv.FAST) & (far == 0)
 
 
 def _tensor_totals(launch, n_tensors: int, metrics: bool):
-    """Per tensor, reduced on the device: (int64 [T, 6]: differing codes, differing scales, NaN codes
-    a, b, one-step codes and differing codes in counted blocks; float64 [T, 4] sums or None)."""
+    """Per tensor, reduced on the device: (int64 [T, 5]: differing codes, differing scales, NaN codes
+    a, b, differing codes in counted blocks (all one step apart); float64 [T, 4] sums or None)."""
     rec = launch.rec
     tid = launch.bmap.long()
     ndiff = rec[:, fv.R_NDIFF]
-    counted = _counted(rec[:, fv.R_CLASS], rec[:, fv.R_DMAX])
+    counted = _counted(rec[:, fv.R_CLASS], rec[:, fv.R_FAR])
     cols = torch.stack([ndiff, (rec[:, fv.R_SA] != rec[:, fv.R_SB]).int(), rec[:, fv.R_NAN_A], rec[:, fv.R_NAN_B],
-                        torch.where(counted, rec[:, fv.R_N1], 0), torch.where(counted, ndiff, 0)], 1).long()
-    per_t = torch.zeros((n_tensors, 6), dtype=torch.int64, device=rec.device).index_add_(0, tid, cols)
+                        torch.where(counted, ndiff, 0)], 1).long()
+    per_t = torch.zeros((n_tensors, 5), dtype=torch.int64, device=rec.device).index_add_(0, tid, cols)
     sums = None
     if metrics:
         sums = torch.zeros((n_tensors, 4), dtype=torch.float64, device=rec.device)
@@ -127,15 +135,16 @@ def _tensor_totals(launch, n_tensors: int, metrics: bool):
 
 
 def _block_detail(launch, geo, n_tensors) -> dict:
-    """Per-block counts on the host, and the histogram of blocks the kernel did not count."""
+    """Per-block counts on the host (one int32 a block packs them), and the histogram of blocks the
+    kernel did not count."""
     rec = launch.rec
-    nd = rec[:, fv.R_NDIFF].cpu().numpy()
-    sd = (rec[:, fv.R_SA] != rec[:, fv.R_SB]).cpu().numpy()
-    cl = rec[:, fv.R_CLASS].cpu().numpy()
-    dm = rec[:, fv.R_DMAX].cpu().numpy()
+    packed = ((rec[:, fv.R_NDIFF] << 4) | ((rec[:, fv.R_FAR] != 0).int() << 3)
+              | ((rec[:, fv.R_SA] != rec[:, fv.R_SB]).int() << 2) | rec[:, fv.R_CLASS])
+    packed = packed.cpu().numpy()
+    nd, far, sd, cl = (packed >> 4).astype(np.int64), (packed >> 3) & 1, ((packed >> 2) & 1).astype(bool), packed & 3
     hist = np.zeros((n_tensors, 256), dtype=np.int64)
-    for full_rule, sel in ((False, (cl == fv.FAST) & ~_counted(cl, dm) & (nd > 0)), (True, (cl == fv.FULL) & (nd > 0))):
-        blocks = np.nonzero(sel)[0].astype(np.int32)
+    for full_rule, sel in ((False, (cl == fv.FAST) & ~_counted(cl, far) & (nd > 0)), (True, (cl == fv.FULL) & (nd > 0))):
+        blocks = np.flatnonzero(sel).astype(np.int32)
         if len(blocks):
             hist += _dumped_hist(launch, geo, blocks, full_rule, n_tensors)
     return {"ndiff": nd, "sdiff": sd, "cls": cl, "hist": hist}

@@ -40,12 +40,13 @@ import triton.language as tl
 
 from refit_verify.fp8.kernels.grouped import launch_extra
 from refit_verify.fp8.kernels.spec import device_semantics
-from refit_verify.fp8.kernels.triton_block import BITS_448_C, INTERP, INTERPRET, block_scales, cast_e4m3, spec_constexprs
+from refit_verify.fp8.kernels.triton_block import BITS_448_C, INTERPRET, block_scales, cast_e4m3, spec_constexprs
 from refit_verify.fp8.presets import get_recipe
 
 TCOLS = 8  # int64 fields per tensor row
 # int32 fields per block record
-R_FA, R_FB, R_SA, R_SB, R_CLASS, R_NDIFF, R_N1, R_DMAX, R_NAN_A, R_NAN_B = range(10)
+# R_FAR: nonzero when some differing codes of a FAST block are more than one fp8 step apart
+R_FA, R_FB, R_SA, R_SB, R_CLASS, R_NDIFF, R_FAR, R_UNUSED, R_NAN_A, R_NAN_B = range(10)
 ICOLS = 10
 FCOLS = 4  # float32 sums per block: |w|^2, |w-a|^2, |w-b|^2, |a-b|^2
 EQUAL, FAST, FULL = 0, 1, 2
@@ -92,8 +93,50 @@ def _scaled(x, factor, QUANT_DIV: tl.constexpr):
 
 
 @triton.jit
+def _diff4(ya, yb):
+    """Per 4 elements (scaled values of a FAST block, both sides): differing codes + 65536 if any of
+    them is more than one fp8 step apart; 0 in the other three outputs of the pack.
+
+    Both sides' 4 codes are packed into one register each by two RNE conversions, so one xor finds
+    the differing bytes (a byte is nonzero iff (b & 0x7f) + 0x7f or b sets its top bit: popc counts
+    them) and one byte-wise absolute difference sums the distances (one sign on both sides: the
+    byte difference is the fp8-step distance)."""
+    return tl.inline_asm_elementwise(
+        asm="""
+        {
+        .reg .b16 a01, a23, b01, b23;
+        .reg .b32 pa, pb, x, t, s, z;
+        cvt.rn.satfinite.e4m3x2.f32 a01, $5, $4;
+        cvt.rn.satfinite.e4m3x2.f32 a23, $7, $6;
+        cvt.rn.satfinite.e4m3x2.f32 b01, $9, $8;
+        cvt.rn.satfinite.e4m3x2.f32 b23, $11, $10;
+        mov.b32 pa, {a01, a23};
+        mov.b32 pb, {b01, b23};
+        mov.b32 z, 0;
+        xor.b32 x, pa, pb;
+        and.b32 t, x, 0x7f7f7f7f;
+        add.u32 t, t, 0x7f7f7f7f;
+        or.b32 t, t, x;
+        and.b32 t, t, 0x80808080;
+        popc.b32 t, t;
+        vabsdiff4.u32.u32.u32.add s, pa, pb, z;
+        sub.u32 s, s, t;
+        min.u32 s, s, 1;
+        shl.b32 s, s, 16;
+        add.u32 $0, s, t;
+        mov.b32 $1, 0;
+        mov.b32 $2, 0;
+        mov.b32 $3, 0;
+        }
+        """,
+        constraints="=r,=r,=r,=r,f,f,f,f,f,f,f,f", args=[ya, yb], dtype=tl.int32, is_pure=True, pack=4)
+
+
+@triton.jit
 def _sum2(v):
-    return tl.sum(tl.sum(v, axis=1), axis=0)
+    """Sum of a 2-D tile: over all axes at once (each thread its own elements, then one tree), not
+    row sums first (whose 1-D result is re-laid out through shared memory, row by row)."""
+    return tl.sum(v)
 
 
 @triton.jit(do_not_specialize=["n_blocks"])
@@ -122,9 +165,9 @@ def _screen_kernel(
         x = tl.load(base + offs, mask=(r[:, None] < m_rem) & (c[None, :] < n_rem), other=0.0)
     if NATIVE:  # bf16: the max on the 16-bit patterns, widened exactly by a shift
         b16 = x.to(tl.int16, bitcast=True).to(tl.int32) & 0x7FFF
-        abits = tl.max(tl.max(b16, axis=1), axis=0) << 16
+        abits = tl.max(b16) << 16
     else:
-        abits = tl.max(tl.max(x.to(tl.float32).to(tl.int32, bitcast=True) & 0x7FFFFFFF, axis=1), axis=0)
+        abits = tl.max(x.to(tl.float32).to(tl.int32, bitcast=True) & 0x7FFFFFFF)
     amax = abits.to(tl.float32, bitcast=True)
     fa, sa = block_scales(amax, A_HAS_FLOOR, A_FLOOR, A_SCALE_FORM, A_POW2, A_ZERO_ONE, A_INF_ONE, A_INF_FMAX,
                           A_QUANT_DIV, A_DIV_RECIP)
@@ -180,7 +223,7 @@ def _amax_bits(bits, NAN_TO_NUM: tl.constexpr):
     inf as 448, in integer form, so the amax is that of the values the recipe quantizes."""
     if NAN_TO_NUM:
         bits = tl.where(bits > 0x7F800000, 0, tl.where(bits == 0x7F800000, BITS_448_C, bits))
-    return tl.max(tl.max(bits, axis=1), axis=0)
+    return tl.max(bits)
 
 
 @triton.jit
@@ -255,38 +298,19 @@ def _compare_kernel(
     ALIGNED: tl.constexpr, METRICS: tl.constexpr, SOFT_CAST: tl.constexpr, FULL_RULE: tl.constexpr,
     DUMP: tl.constexpr, SUB: tl.constexpr,
 ):
-    """Pass 2 (FULL_RULE=False: FAST blocks) or pass 3 (FULL_RULE=True: FULL blocks), or with DUMP
-    both sides' codes of the listed blocks into dump[i] (2, 128, 128) uint8.
+    """Pass 2 (FULL_RULE=False: FAST blocks) or pass 3 (FULL_RULE=True: FULL blocks) over the blocks
+    listed in blist, or with DUMP both sides' codes of the listed blocks into dump[i] (2, 128, 128).
 
-    Every program reads its block's class; the work loop runs once for its own class and zero
-    times otherwise (a loop with a run-time trip count, not a branch around the reductions)."""
+    Straight-line code: no branch or run-time loop around the reductions (that pattern raced under
+    Triton 3.6 on the H200, docs/GPU_NOTES.md runs e and g); the host lists each class's blocks."""
     pid = tl.program_id(0)
-    if DUMP:
-        blk = tl.load(blist_ptr + pid)
-    else:
-        blk = pid
+    blk = tl.load(blist_ptr + pid)
     o = rec_ptr + blk.to(tl.int64) * 10
-    cls = tl.load(o + 4)
-    if DUMP:
-        trips = 1
-    elif FULL_RULE:
-        trips = tl.where(cls == 2, 1, 0)
-    else:
-        trips = tl.where(cls == 1, 1, 0)
-    if INTERP:  # the interpreter's scalars are 1-element arrays, which range() refuses
-        if trips > 0:
-            _compare_block(x_ptr, ttab_ptr, bmap_ptr, fsum_ptr, dump_ptr, blk, pid, o, A_PAD_EDGE, A_NAN_TO_NUM,
-                           A_HAS_FLOOR, A_FLOOR, A_SCALE_FORM, A_POW2, A_ZERO_ONE, A_INF_ONE, A_INF_FMAX, A_QUANT_DIV,
-                           A_CLAMP, A_DIV_RECIP, A_CAST_NAN, B_PAD_EDGE, B_NAN_TO_NUM, B_HAS_FLOOR, B_FLOOR,
-                           B_SCALE_FORM, B_POW2, B_ZERO_ONE, B_INF_ONE, B_INF_FMAX, B_QUANT_DIV, B_CLAMP,
-                           B_DIV_RECIP, B_CAST_NAN, ALIGNED, METRICS, SOFT_CAST, FULL_RULE, DUMP, SUB)
-    else:
-        for _ in range(trips):
-            _compare_block(x_ptr, ttab_ptr, bmap_ptr, fsum_ptr, dump_ptr, blk, pid, o, A_PAD_EDGE, A_NAN_TO_NUM,
-                           A_HAS_FLOOR, A_FLOOR, A_SCALE_FORM, A_POW2, A_ZERO_ONE, A_INF_ONE, A_INF_FMAX, A_QUANT_DIV,
-                           A_CLAMP, A_DIV_RECIP, A_CAST_NAN, B_PAD_EDGE, B_NAN_TO_NUM, B_HAS_FLOOR, B_FLOOR,
-                           B_SCALE_FORM, B_POW2, B_ZERO_ONE, B_INF_ONE, B_INF_FMAX, B_QUANT_DIV, B_CLAMP,
-                           B_DIV_RECIP, B_CAST_NAN, ALIGNED, METRICS, SOFT_CAST, FULL_RULE, DUMP, SUB)
+    _compare_block(x_ptr, ttab_ptr, bmap_ptr, fsum_ptr, dump_ptr, blk, pid, o, A_PAD_EDGE, A_NAN_TO_NUM,
+                   A_HAS_FLOOR, A_FLOOR, A_SCALE_FORM, A_POW2, A_ZERO_ONE, A_INF_ONE, A_INF_FMAX, A_QUANT_DIV,
+                   A_CLAMP, A_DIV_RECIP, A_CAST_NAN, B_PAD_EDGE, B_NAN_TO_NUM, B_HAS_FLOOR, B_FLOOR,
+                   B_SCALE_FORM, B_POW2, B_ZERO_ONE, B_INF_ONE, B_INF_FMAX, B_QUANT_DIV, B_CLAMP,
+                   B_DIV_RECIP, B_CAST_NAN, ALIGNED, METRICS, SOFT_CAST, FULL_RULE, DUMP, SUB)
 
 
 @triton.jit
@@ -328,8 +352,7 @@ def _compare_tiles(base, sx32, m_rem, n_rem, fa, sa, fb, sb, o, f, d_ptr,
                    SOFT_CAST: tl.constexpr, FULL_RULE: tl.constexpr, DUMP: tl.constexpr, SUB: tl.constexpr):
     """SUB rows at a time: both sides' codes, compared (or dumped)."""
     c = tl.arange(0, 128)
-    packed = tl.full([], 0, tl.int32)  # differing codes + 65536 * those one step apart
-    dmax = tl.full([], 0, tl.int32)
+    packed = tl.full([], 0, tl.int32)  # differing codes + 65536 * (elements or packs) more than a step apart
     nan_a = tl.full([], 0, tl.int32)
     nan_b = tl.full([], 0, tl.int32)
     w2 = tl.full([], 0.0, tl.float32)
@@ -346,10 +369,11 @@ def _compare_tiles(base, sx32, m_rem, n_rem, fa, sa, fb, sb, o, f, d_ptr,
             cb = _full_codes(_nan_to_num(x, B_NAN_TO_NUM), fb, B_CAST_NAN, B_CLAMP, B_QUANT_DIV, SOFT_CAST)
         else:  # a FAST block: full, finite, every scaled value <= 464 on both sides
             x = tl.load(base + offs).to(tl.float32)
-            qa = _fp8(_scaled(x, fa, A_QUANT_DIV), SOFT_CAST)
-            qb = _fp8(_scaled(x, fb, B_QUANT_DIV), SOFT_CAST)
-            ca = qa.to(tl.uint8, bitcast=True).to(tl.int32)
-            cb = qb.to(tl.uint8, bitcast=True).to(tl.int32)
+            if DUMP or SOFT_CAST or METRICS:
+                qa = _fp8(_scaled(x, fa, A_QUANT_DIV), SOFT_CAST)
+                qb = _fp8(_scaled(x, fb, B_QUANT_DIV), SOFT_CAST)
+                ca = qa.to(tl.uint8, bitcast=True).to(tl.int32)
+                cb = qb.to(tl.uint8, bitcast=True).to(tl.int32)
         if DUMP:
             lin = r[:, None] * 128 + c[None, :]
             tl.store(d_ptr + lin, ca.to(tl.uint8))
@@ -370,9 +394,11 @@ def _compare_tiles(base, sx32, m_rem, n_rem, fa, sa, fb, sb, o, f, d_ptr,
         else:
             # one sign for both sides (a positive factor keeps x's sign), so the fp8-step distance
             # is the difference of the codes as integers
-            d = tl.abs(ca - cb)
-            packed += _sum2(tl.where(d != 0, 1, 0) + tl.where(d == 1, 65536, 0))
-            dmax = tl.maximum(dmax, tl.max(tl.max(d, axis=1), axis=0))
+            if SOFT_CAST:
+                d = tl.abs(ca - cb)
+                packed += _sum2(tl.where(d != 0, 1, 0) + tl.where(d > 1, 65536, 0))
+            else:
+                packed += _sum2(_diff4(_scaled(x, fa, A_QUANT_DIV), _scaled(x, fb, B_QUANT_DIV)))
             if METRICS:
                 da = qa.to(tl.float32) * sa
                 db = qb.to(tl.float32) * sb
@@ -392,7 +418,6 @@ def _compare_tiles(base, sx32, m_rem, n_rem, fa, sa, fb, sb, o, f, d_ptr,
                 tl.store(f + 3, eab2)
         else:
             tl.store(o + 6, packed >> 16)
-            tl.store(o + 7, dmax)
             if METRICS:
                 tl.store(f + 2, eb2)
                 tl.store(f + 3, eab2)
@@ -455,12 +480,14 @@ class FusedLaunch:
         self.warps = (num_warps, compare_warps)
         self.native = tensors[0].dtype == torch.bfloat16
 
-    def _compare(self, full_rule: bool, blist=None, dump=None, n=None):
-        _compare_kernel[(n or self.nblk,)](
-            self.tensors[0], self.ttab, self.bmap, self.rec, self.fsum, blist if blist is not None else self.rec,
-            dump if dump is not None else self.rec, n or self.nblk, **self.spec, ALIGNED=self.aligned,
-            METRICS=self.metrics, SOFT_CAST=INTERPRET, FULL_RULE=full_rule, DUMP=dump is not None, SUB=self.sub,
-            num_warps=self.warps[1], **launch_extra())
+    def _compare(self, full_rule: bool, blist, dump=None):
+        n = int(blist.numel())
+        if not n:
+            return
+        _compare_kernel[(n,)](
+            self.tensors[0], self.ttab, self.bmap, self.rec, self.fsum, blist, dump if dump is not None else self.rec,
+            n, **self.spec, ALIGNED=self.aligned, METRICS=self.metrics, SOFT_CAST=INTERPRET, FULL_RULE=full_rule,
+            DUMP=dump is not None, SUB=self.sub, num_warps=self.warps[1], **launch_extra())
 
     def screen(self) -> None:
         _screen_kernel[(self.nblk,)](self.tensors[0], self.ttab, self.bmap, self.rec, self.fsum, self.nblk,
@@ -468,10 +495,18 @@ class FusedLaunch:
                                      METRICS=self.metrics, SOFT_CAST=INTERPRET, num_warps=self.warps[0],
                                      **launch_extra())
 
+    def lists(self):
+        """(FAST blocks, FULL blocks) as int32 device tensors: one small copy to the host (the counts)."""
+        cls = self.rec[:, R_CLASS]
+        order = torch.argsort(cls, stable=True).int()
+        n_eq, n_fast, n_full = torch.bincount(cls, minlength=3).tolist()
+        return order[n_eq:n_eq + n_fast], order[n_eq + n_fast:]
+
     def run(self) -> "FusedLaunch":
         self.screen()
-        self._compare(False)
-        self._compare(True)
+        self.fast_list, self.full_list = self.lists()
+        self._compare(False, self.fast_list)
+        self._compare(True, self.full_list)
         return self
 
     def dump(self, blocks, full_rule: bool) -> torch.Tensor:
@@ -479,8 +514,7 @@ class FusedLaunch:
         dev = self.rec.device
         blist = torch.as_tensor(np.asarray(blocks, dtype=np.int32)).to(dev)
         out = torch.empty((len(blocks), 2, 128, 128), dtype=torch.uint8, device=dev)
-        if len(blocks):
-            self._compare(full_rule, blist, out, len(blocks))
+        self._compare(full_rule, blist, out)
         return out
 
 
