@@ -116,7 +116,7 @@ def main(argv=None) -> int:
             res["peers"] = peers.bench_quant_peers(copy["gbps"], args.peer_layers, compile_budget_s=args.compile_budget_s)
             save()
         if "fused" in parts:
-            res["fused"] = peers.bench_fused_verify()
+            res["fused"] = peers.bench_fused_verify(copy["gbps"])
             save()
         if "digest" in parts:
             res["digest"] = peers.bench_digest(copy["gbps"])
@@ -233,13 +233,19 @@ def _render_peers(res: dict) -> list:
             else:
                 lines.append(f"| {r['impl']} | {r['recipe']} | {r.get('error') or r.get('skipped')} | | |")
     if res.get("fused"):
-        lines += ["", "## Fused verifier, whole model (both sides Triton, one read of each weight)", "",
-                  "| model | pair | ms (median) | equal | codes differ | scales differ | peak extra MiB | largest tensor MiB |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "## Fused verifier, whole model (both sides Triton, weights resident; `verify_stream`, "
+                  "bitwise findings, with and without magnitudes)", "",
+                  "| model | pair | magnitudes | ms (median) | % of copy BW | kernels alone ms | blocks compared | equal "
+                  "| codes differ | scales differ | peak extra MiB | largest tensor MiB |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in res["fused"]:
-            lines.append(f"| {r['model']} | {r['pair']} | {r['ms_median']:.2f} | {r['n_equal']}/{r['n_fp8']} | "
+            frac = f"{100 * r['frac_copy']:.0f}%" if "frac_copy" in r else ""
+            lines.append(f"| {r['model']} | {r['pair']} | {'yes' if r.get('metrics', True) else 'no'} | "
+                         f"{r['ms_median']:.2f} | {frac} | {r.get('kernels_ms', float('nan')):.2f} | "
+                         f"{r.get('blocks_compared', '')}/{r.get('blocks', '')} | {r['n_equal']}/{r['n_fp8']} | "
                          f"{r['n_code_mismatch']} | {r['n_scale_mismatch']} | {r['peak_extra_bytes'] / 2**20:.1f} | "
                          f"{r['largest_tensor_bytes'] / 2**20:.0f} |")
+        lines.append("\n% of copy BW: the weights' bf16 bytes read once over the time, against the copy figure.")
     if res.get("digest"):
         r = res["digest"]
         lines += ["", f"## Digest kernel: {r['model']}, {r['n_tensors']} FP8 tensors, {r['bytes'] / 1e9:.2f} GB: "

@@ -96,28 +96,41 @@ def bench_quant_peers(copy_gbps: float, layers: int = 4, reps: int = 20, compile
     return rows
 
 
-def bench_fused_verify(model: str = "llama-3.1-8b", reps: int = 7, log=print) -> list:
-    """Whole-model verify_stream with both sides Triton (the fused kernel), weights resident."""
-    from refit_verify.compare.stream import iter_device_weights, make_quantizer, verify_stream
+def bench_fused_verify(copy_gbps: float | None = None, model: str = "llama-3.1-8b", reps: int = 7, log=print) -> list:
+    """Whole-model verify_stream with both sides Triton (the fused kernels), weights resident, with
+    and without magnitudes; also the kernels alone (screen, compare) over all FP8 linears."""
+    from refit_verify.compare.stream import default_is_fp8, iter_device_weights, make_quantizer, verify_stream
+    from refit_verify.fp8.kernels.fused_verify import FusedLaunch
     from refit_verify.model import load_config
 
     items = list(iter_device_weights(load_config(model), 0, "cuda"))
+    lin = [w for n, w in items if default_is_fp8(n, tuple(w.shape))]
+    read = sum(w.numel() * w.element_size() for w in lin)
     torch.cuda.synchronize()
     rows = []
     for ra, rb in (("nemo_rl", "nemo_rl"), ("nemo_rl", "vllm_per_block"), ("vllm_per_block", "vllm_per_block")):
-        qa, qb = make_quantizer(ra, "triton"), make_quantizer(rb, "triton")
-        verify_stream(items[:12], qa, qb)
-        runs = [verify_stream(items, qa, qb) for _ in range(reps)]
-        secs = sorted(r.seconds for r in runs)
-        r = runs[-1]
-        rows.append({"model": model, "pair": f"{ra} vs {rb}", "ms_median": 1e3 * secs[len(secs) // 2],
-                     "ms_all": [1e3 * s for s in secs], "n_fp8": r.n_fp8, "n_equal": r.n_equal,
-                     "n_code_mismatch": r.n_code_mismatch, "n_scale_mismatch": r.n_scale_mismatch,
-                     "peak_extra_bytes": r.peak_extra_bytes, "largest_tensor_bytes": r.largest_tensor_bytes,
-                     "read_bytes": sum(w.numel() * w.element_size() for n, w in items if w.dim() == 2)})
-        log(f"  fused verify {model} {ra} vs {rb}: {rows[-1]['ms_median']:.2f} ms, equal {r.n_equal}/{r.n_fp8}, "
-            f"peak extra {r.peak_extra_bytes / 2**20:.1f} MiB", flush=True)
-    del items
+        for metrics in (True, False):
+            qa, qb = make_quantizer(ra, "triton"), make_quantizer(rb, "triton")
+            verify_stream(items, qa, qb, metrics=metrics)
+            runs = [verify_stream(items, qa, qb, metrics=metrics) for _ in range(reps)]
+            secs = sorted(r.seconds for r in runs)
+            r = runs[-1]
+            launch = FusedLaunch(lin, ra, rb, metrics).run()
+            k_ms = time_cuda(launch.run, reps=reps, warmup=1)["median_ms"]
+            row = {"model": model, "pair": f"{ra} vs {rb}", "metrics": metrics, "ms_median": 1e3 * secs[len(secs) // 2],
+                   "ms_all": [1e3 * x for x in secs], "kernels_ms": k_ms, "n_fp8": r.n_fp8, "n_equal": r.n_equal,
+                   "n_code_mismatch": r.n_code_mismatch, "n_scale_mismatch": r.n_scale_mismatch,
+                   "blocks_compared": int(launch.fast_list.numel() + launch.full_list.numel()), "blocks": launch.nblk,
+                   "peak_extra_bytes": r.peak_extra_bytes, "largest_tensor_bytes": r.largest_fp8_tensor_bytes,
+                   "read_bytes": read}
+            if copy_gbps:
+                row["frac_copy"] = read / (row["ms_median"] * 1e6) / copy_gbps
+                row["kernels_frac_copy"] = read / (k_ms * 1e6) / copy_gbps
+            del launch
+            rows.append(row)
+            log(f"  fused verify {model} {ra} vs {rb} metrics={metrics}: {row['ms_median']:.2f} ms (kernels "
+                f"{k_ms:.2f}), equal {r.n_equal}/{r.n_fp8}, peak extra {r.peak_extra_bytes / 2**20:.1f} MiB", flush=True)
+    del items, lin
     torch.cuda.empty_cache()
     return rows
 

@@ -18,7 +18,7 @@ from refit_verify.compare.bitwise import Mismatch, TensorComparison
 from refit_verify.fp8 import format as fmt
 from refit_verify.fp8.kernels import fused_verify as fv
 
-DUMP_CHUNK = 1024  # blocks whose codes are dumped at once (2 x 16 KiB each)
+DUMP_CHUNK = 256  # blocks whose codes are dumped at once (2 x 16 KiB each, plus ~6x that in torch temporaries)
 
 
 def _valid(m_rem: torch.Tensor, n_rem: torch.Tensor) -> torch.Tensor:
@@ -34,6 +34,8 @@ class _Geometry:
         self.shapes = [tuple(t.shape) for t in tensors]
         self.nbn = np.array([math.ceil(s[1] / 128) for s in self.shapes], dtype=np.int64)
         self.counts = counts
+        self.m = np.array([s[0] for s in self.shapes], dtype=np.int64)
+        self.n = np.array([s[1] for s in self.shapes], dtype=np.int64)
         self._tid = None
 
     @property
@@ -46,9 +48,7 @@ class _Geometry:
         t = self.tid[blocks]
         local = blocks - self.starts[t]
         bi, bj = local // self.nbn[t], local % self.nbn[t]
-        m = np.array([s[0] for s in self.shapes], dtype=np.int64)[t]
-        n = np.array([s[1] for s in self.shapes], dtype=np.int64)[t]
-        return t, bi, bj, np.minimum(128, m - bi * 128), np.minimum(128, n - bj * 128)
+        return t, bi, bj, np.minimum(128, self.m[t] - bi * 128), np.minimum(128, self.n[t] - bj * 128)
 
 
 def _dumped_hist(launch, geo, blocks: np.ndarray, full_rule: bool, n_tensors: int) -> np.ndarray:
@@ -164,9 +164,8 @@ def _first_elements(launch, geo, blocks: np.ndarray, full_rule: bool) -> dict:
     got = torch.stack([flat[rows, pos].int(), pos.int(), codes[:, 0].reshape(len(blocks), -1)[rows, pos].int(),
                        codes[:, 1].reshape(len(blocks), -1)[rows, pos].int()], 1).cpu().numpy()
     out = {}
-    for k, blk in enumerate(blocks):
-        ok, p, ca, cb = (int(v) for v in got[k])
-        out[int(blk)] = ((int(bi[k]) * 128 + p // 128, int(bj[k]) * 128 + p % 128), ca, cb) if ok else None
+    for k, (blk, ok, p, ca, cb) in enumerate(zip(blocks.tolist(), *got.T.tolist())):
+        out[blk] = ((int(bi[k]) * 128 + p // 128, int(bj[k]) * 128 + p % 128), ca, cb) if ok else None
     return out
 
 
@@ -174,22 +173,18 @@ def _first_mismatches(launch, geo, detail, names, differ) -> dict:
     """compare_fp8's first mismatch of each differing tensor: the earliest block (row-major) with a
     code or scale difference, and its first differing element; {tensor index: Mismatch}."""
     nd, sd, cl = detail["ndiff"], detail["sdiff"], detail["cls"]
-    flagged = np.flatnonzero((nd > 0) | sd)
-    tids, first_at = np.unique(geo.tid[flagged], return_index=True)
-    blocks = flagged[first_at]
+    flagged = np.flatnonzero((nd > 0) | sd)  # ascending; a tensor's blocks are contiguous, row-major
+    tids = np.flatnonzero(differ)
+    blocks = flagged[np.searchsorted(flagged, geo.starts[tids])]
     bits = launch.rec[torch.as_tensor(blocks, device=launch.rec.device).long(), fv.R_SA:fv.R_SB + 1]
-    scales = bits.contiguous().view(torch.float32).cpu().numpy()
+    scales = bits.contiguous().view(torch.float32).cpu().tolist()
     code_blocks = blocks[nd[blocks] > 0]
     els = {**_first_elements(launch, geo, code_blocks[cl[code_blocks] != fv.FULL].astype(np.int32), False),
            **_first_elements(launch, geo, code_blocks[cl[code_blocks] == fv.FULL].astype(np.int32), True)}
+    _, bis, bjs, _, _ = geo.rem(blocks)
     out = {}
-    for k, t, blk in zip(range(len(tids)), tids, blocks):
-        t, blk = int(t), int(blk)
-        if not differ[t]:
-            continue
-        _, bi, bj, _, _ = geo.rem(np.array([blk]))
-        where = (int(bi[0]), int(bj[0]))
-        a_s, b_s = float(scales[k, 0]), float(scales[k, 1])
+    for t, blk, bi, bj, (a_s, b_s) in zip(tids.tolist(), blocks.tolist(), bis.tolist(), bjs.tolist(), scales):
+        where = (bi, bj)
         if nd[blk] == 0:
             out[t] = Mismatch(names[t], "scale", where, None, None, None, a_s, b_s, "codes identical in this block")
         elif els.get(blk) is None:  # counts and codes disagree: say so rather than invent an element

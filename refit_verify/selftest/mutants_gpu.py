@@ -89,6 +89,13 @@ def _fused_no_full_rule_pass(orig):
     return run
 
 
+def _no_fused_pair(orig):
+    def pair(quantize_a, quantize_b):
+        return None
+
+    return pair
+
+
 def _fused_counts_far_blocks(orig):
     def counted(cls, far):
         return cls == 1
@@ -133,6 +140,10 @@ MUTANTS = [
            "NaN/inf, overflow or partial edges (NeMo edge padding) are never compared by the full rule",
            {"refit_verify.fp8.kernels.fused_verify:FusedLaunch.run": _fused_no_full_rule_pass}, area="verifier",
            needs=("triton",), killers=(FUSED_PR, FUSED_NIGHTLY)),
+    Mutant("fused_verify_not_used", "verify_stream keeps the two-copy path for two kernel-supported recipes "
+           "(1.25 s / 3.2 s for Llama-3.1-8B on an H200 instead of milliseconds)",
+           {"refit_verify.compare.stream:_fused_pair": _no_fused_pair}, area="verifier", needs=("cuda",),
+           killers=("suites/nightly/test_fused_verify.py::test_fused_verifier_target_llama",)),
     Mutant("fused_verify_hist_ignores_far", "fused verifier takes every differing code of a fast-compared "
            "block as one fp8 step apart, also where some are further (pow2 vs exact scales)",
            {"refit_verify.compare.fused:_counted": _fused_counts_far_blocks}, area="verifier",
