@@ -135,19 +135,27 @@ def _tensor_totals(launch, n_tensors: int, metrics: bool):
 
 
 def _block_detail(launch, geo, n_tensors) -> dict:
-    """Per-block counts on the host (one int32 a block packs them), and the histogram of blocks the
-    kernel did not count."""
+    """What the host needs when something differs, selected on the device: per-block code counts
+    (one int32 a block), each tensor's first block with a code or scale difference, and the
+    histogram of the blocks the kernel did not count (their codes dumped)."""
     rec = launch.rec
-    packed = ((rec[:, fv.R_NDIFF] << 4) | ((rec[:, fv.R_FAR] != 0).int() << 3)
-              | ((rec[:, fv.R_SA] != rec[:, fv.R_SB]).int() << 2) | rec[:, fv.R_CLASS])
-    packed = packed.cpu().numpy()
-    nd, far, sd, cl = (packed >> 4).astype(np.int64), (packed >> 3) & 1, ((packed >> 2) & 1).astype(bool), packed & 3
+    nd, cls = rec[:, fv.R_NDIFF], rec[:, fv.R_CLASS]
+    sd = rec[:, fv.R_SA] != rec[:, fv.R_SB]
+    nblk = rec.shape[0]
+    idx = torch.arange(nblk, device=rec.device)
+    # a tensor's blocks are contiguous and row-major: the smallest flagged index is compare_fp8's first
+    first = torch.full((n_tensors,), nblk, dtype=torch.int64, device=rec.device).scatter_reduce_(
+        0, launch.bmap.long(), torch.where((nd > 0) | sd, idx, nblk), "amin")
+    fb = first.clamp(max=nblk - 1)
+    at_first = torch.stack([first, nd[fb].long(), sd[fb].long(), cls[fb].long(), rec[fb, fv.R_SA].long(),
+                            rec[fb, fv.R_SB].long()], 1)
+    fast_tail = torch.nonzero((cls == fv.FAST) & ~_counted(cls, rec[:, fv.R_FAR]) & (nd > 0)).flatten()
+    full_tail = torch.nonzero((cls == fv.FULL) & (nd > 0)).flatten()
     hist = np.zeros((n_tensors, 256), dtype=np.int64)
-    for full_rule, sel in ((False, (cl == fv.FAST) & ~_counted(cl, far) & (nd > 0)), (True, (cl == fv.FULL) & (nd > 0))):
-        blocks = np.flatnonzero(sel).astype(np.int32)
-        if len(blocks):
-            hist += _dumped_hist(launch, geo, blocks, full_rule, n_tensors)
-    return {"ndiff": nd, "sdiff": sd, "cls": cl, "hist": hist}
+    for full_rule, blocks in ((False, fast_tail), (True, full_tail)):
+        if blocks.numel():
+            hist += _dumped_hist(launch, geo, blocks.cpu().numpy().astype(np.int32), full_rule, n_tensors)
+    return {"ndiff": nd.cpu().numpy().astype(np.int64), "at_first": at_first.cpu().numpy(), "hist": hist}
 
 
 def _first_elements(launch, geo, blocks: np.ndarray, full_rule: bool) -> dict:
@@ -172,27 +180,24 @@ def _first_elements(launch, geo, blocks: np.ndarray, full_rule: bool) -> dict:
 def _first_mismatches(launch, geo, detail, names, differ) -> dict:
     """compare_fp8's first mismatch of each differing tensor: the earliest block (row-major) with a
     code or scale difference, and its first differing element; {tensor index: Mismatch}."""
-    nd, sd, cl = detail["ndiff"], detail["sdiff"], detail["cls"]
-    flagged = np.flatnonzero((nd > 0) | sd)  # ascending; a tensor's blocks are contiguous, row-major
     tids = np.flatnonzero(differ)
-    blocks = flagged[np.searchsorted(flagged, geo.starts[tids])]
-    bits = launch.rec[torch.as_tensor(blocks, device=launch.rec.device).long(), fv.R_SA:fv.R_SB + 1]
-    scales = bits.contiguous().view(torch.float32).cpu().tolist()
-    code_blocks = blocks[nd[blocks] > 0]
-    els = {**_first_elements(launch, geo, code_blocks[cl[code_blocks] != fv.FULL].astype(np.int32), False),
-           **_first_elements(launch, geo, code_blocks[cl[code_blocks] == fv.FULL].astype(np.int32), True)}
-    _, bis, bjs, _, _ = geo.rem(blocks)
+    first, nd, sd, cl, sa_bits, sb_bits = detail["at_first"][tids].T
+    scales = np.stack([sa_bits, sb_bits], 1).astype(np.uint32).view(np.float32).tolist()
+    code = nd > 0
+    els = {**_first_elements(launch, geo, first[code & (cl != fv.FULL)].astype(np.int32), False),
+           **_first_elements(launch, geo, first[code & (cl == fv.FULL)].astype(np.int32), True)}
+    _, bis, bjs, _, _ = geo.rem(first)
     out = {}
-    for t, blk, bi, bj, (a_s, b_s) in zip(tids.tolist(), blocks.tolist(), bis.tolist(), bjs.tolist(), scales):
-        where = (bi, bj)
-        if nd[blk] == 0:
+    for k, (t, blk, bi, bj) in enumerate(zip(tids.tolist(), first.tolist(), bis.tolist(), bjs.tolist())):
+        where, (a_s, b_s) = (bi, bj), scales[k]
+        if nd[k] == 0:
             out[t] = Mismatch(names[t], "scale", where, None, None, None, a_s, b_s, "codes identical in this block")
         elif els.get(blk) is None:  # counts and codes disagree: say so rather than invent an element
             out[t] = Mismatch(names[t], "code", where, None, None, None, a_s, b_s,
                               f"no differing code inside block {where} of size (128, 128)")
         else:
             el, ca, cb = els[blk]
-            out[t] = Mismatch(names[t], "code", where, el, ca, cb, a_s, b_s, "scales differ too" if sd[blk] else "")
+            out[t] = Mismatch(names[t], "code", where, el, ca, cb, a_s, b_s, "scales differ too" if sd[k] else "")
     return out
 
 
