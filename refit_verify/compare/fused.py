@@ -68,8 +68,8 @@ def _dumped_hist(launch, geo, blocks: np.ndarray, full_rule: bool, n_tensors: in
     return hist.view(n_tensors, 256).cpu().numpy()
 
 
-def _rel(w2: float):
-    return lambda e: math.sqrt(e / w2) if w2 > 0 else (0.0 if e == 0 else math.inf)
+def _rel(e: float, w2: float) -> float:
+    return math.sqrt(e / w2) if w2 > 0 else (0.0 if e == 0 else math.inf)
 
 
 def fused_comparisons(items, recipe_a, recipe_b, metrics: bool = True, **launch_kw) -> list:
@@ -85,17 +85,23 @@ def fused_comparisons(items, recipe_a, recipe_b, metrics: bool = True, **launch_
     firsts = _first_mismatches(launch, geo, detail, names, differ) if detail else {}
     out, zeros = [], {}
     totals, sums = per_t.tolist(), (sums.tolist() if metrics else None)
+    if detail:
+        ndt = torch.from_numpy(detail["ndiff"])
+        tails = detail["hist"].any(axis=1).tolist()  # tensors with blocks the kernel did not count
+    starts, counts = geo.starts.tolist(), launch.counts
     for k, name in enumerate(names):
         m, n = geo.shapes[k]
         mb, nb = -(-m // 128), -(-n // 128)
         n_code, n_scale, nan_a, nan_b, ones = totals[k]
         hist, first = {}, None
         if n_code or n_scale:
-            s0 = int(geo.starts[k])
-            per_block = torch.from_numpy(detail["ndiff"][s0:s0 + launch.counts[k]]).view(mb, nb)
-            h = detail["hist"][k]
-            h[1] += ones
-            hist = {int(v): int(h[v]) for v in np.flatnonzero(h)}
+            per_block = ndt[starts[k]:starts[k] + counts[k]].view(mb, nb)
+            if tails[k]:
+                h = detail["hist"][k]
+                h[1] += ones
+                hist = {int(v): int(h[v]) for v in np.flatnonzero(h)}
+            elif ones:
+                hist = {1: ones}
             first = firsts[k]
         else:
             if (mb, nb) not in zeros:  # one all-zero count tensor per shape (read-only, like the others)
@@ -104,8 +110,9 @@ def fused_comparisons(items, recipe_a, recipe_b, metrics: bool = True, **launch_
         mags = {}
         if metrics:
             w2, ea2, eb2, eab2 = sums[k]
-            rel = _rel(w2)
-            mags = {"rel_l2_a": rel(ea2), "rel_l2_b": rel(eb2 if n_code or n_scale else ea2), "rel_l2_ab": rel(eab2)}
+            if not (n_code or n_scale):
+                eb2 = ea2
+            mags = {"rel_l2_a": _rel(ea2, w2), "rel_l2_b": _rel(eb2, w2), "rel_l2_ab": _rel(eab2, w2)}
         out.append(TensorComparison(name, "fp8", (m, n), n_code, n_scale, m * n, (128, 128), mb * nb, first,
                                     per_block, hist, (nan_a, nan_b), mags))
     return out
@@ -149,13 +156,18 @@ def _block_detail(launch, geo, n_tensors) -> dict:
     fb = first.clamp(max=nblk - 1)
     at_first = torch.stack([first, nd[fb].long(), sd[fb].long(), cls[fb].long(), rec[fb, fv.R_SA].long(),
                             rec[fb, fv.R_SB].long()], 1)
-    fast_tail = torch.nonzero((cls == fv.FAST) & ~_counted(cls, rec[:, fv.R_FAR]) & (nd > 0)).flatten()
-    full_tail = torch.nonzero((cls == fv.FULL) & (nd > 0)).flatten()
+    tail = ((cls == fv.FAST) & ~_counted(cls, rec[:, fv.R_FAR]) & (nd > 0)) | ((cls == fv.FULL) & (nd > 0))
+    host = torch.cat([nd.long(), at_first.flatten(), torch.nonzero(tail).flatten()]).cpu().numpy()
+    ndiff, at_first = host[:nblk], host[nblk:nblk + 6 * n_tensors].reshape(n_tensors, 6)
+    tails = host[nblk + 6 * n_tensors:]
     hist = np.zeros((n_tensors, 256), dtype=np.int64)
-    for full_rule, blocks in ((False, fast_tail), (True, full_tail)):
-        if blocks.numel():
-            hist += _dumped_hist(launch, geo, blocks.cpu().numpy().astype(np.int32), full_rule, n_tensors)
-    return {"ndiff": nd.cpu().numpy().astype(np.int64), "at_first": at_first.cpu().numpy(), "hist": hist}
+    if len(tails):
+        tail_cls = rec[torch.as_tensor(tails, device=rec.device), fv.R_CLASS].cpu().numpy()
+        for full_rule in (False, True):
+            blocks = tails[(tail_cls == fv.FULL) == full_rule].astype(np.int32)
+            if len(blocks):
+                hist += _dumped_hist(launch, geo, blocks, full_rule, n_tensors)
+    return {"ndiff": ndiff, "at_first": at_first, "hist": hist}
 
 
 def _first_elements(launch, geo, blocks: np.ndarray, full_rule: bool) -> dict:

@@ -52,10 +52,6 @@ def _padded_bytes(data: torch.Tensor, block: tuple[int, int]):
     padded to whole 32-bit words, the grid padded to whole blocks, pad bytes zero."""
     if data.dim() != 2:
         raise BadInputError(f"digest needs a 2-D weight, got shape {tuple(data.shape)}")
-    if data.is_cuda and indices is None and _kernel_ok(data, scale, block):
-        from refit_verify.live.digest_triton import block_digests_triton
-
-        return block_digests_triton(data, scale)  # the same integers (suites/nightly/test_digest_gpu.py)
     bm, bn = block
     b = _bytes(data)
     width = bn * data.element_size()
@@ -160,6 +156,10 @@ def block_digests(data: torch.Tensor, scale: torch.Tensor, block: tuple[int, int
     if sw.numel() != gm * gn:
         raise BadInputError(f"scale has {sw.numel()} elements, weight {tuple(data.shape)} has "
                             f"{gm * gn} blocks of {block}")
+    if data.is_cuda and indices is None and _kernel_ok(data, scale, block):
+        from refit_verify.live.digest_triton import block_digests_triton
+
+        return block_digests_triton(data, scale)  # the same integers (suites/nightly/test_digest_gpu.py)
     if indices is None:
         sums, _ = _word_sums(data, block)
     else:
