@@ -1,6 +1,7 @@
 """Fused verifier: both recipes' codes compared in registers, no quantized copy ever written.
 
-Three launches over one batch of 2-D weights (one dtype, one device), no host sync between them:
+Up to three launches over one batch of 2-D weights (one dtype, one device), one host sync between
+the first and the others (the class counts):
 
 1. **screen** (every 128x128 block, the block held in registers, read once with 16-byte loads):
    the block's amax, both recipes' (factor, scale_inv), and a class for the block:
@@ -14,19 +15,21 @@ Three launches over one batch of 2-D weights (one dtype, one device), no host sy
    FULL   - anything else (a partial block, a non-finite value, an overflowing product): compared
             in pass 3 with each recipe's whole rule (edge padding, nan_to_num, clamp, cast rule).
    With metrics it also sums |w|^2 and |w - a|^2 (side A's dequantized codes) for every block.
-2. **fast compare** (every block, work only in FAST blocks: the loop's trip count is 0 elsewhere):
-   both sides' codes by the bare conversion, the count of differing codes, the count at distance
-   one fp8 step and the largest distance; with metrics |w - b|^2 and |a - b|^2.
-3. **full compare** (work only in FULL blocks): amax with padding/nan_to_num, the scales again,
-   codes by the full rule, differing and NaN codes, all four sums.
+2. **fast compare** (the FAST blocks, listed by the host): four codes a register (inline PTX, see
+   `_diff4`): the count of differing codes and whether any is more than one fp8 step away; with
+   metrics |w - b|^2 and |a - b|^2.
+3. **full compare** (the FULL blocks): amax with padding/nan_to_num, the scales again, codes by the
+   full rule, differing and NaN codes, all four sums.
+The compare launches are straight-line code over block lists: a branch or a run-time loop around
+their reductions raced under Triton 3.6 on the H200 (docs/GPU_NOTES.md, runs e and g).
 
 Per block the output is one int32 record (ICOLS) and four float32 sums. Everything the comparison
-reports beyond counts (the first differing element and its codes, the ulp histogram where a block
-has distances above 2 or NaN codes) comes from `dump_codes`: both sides' codes of a short list of
-blocks, written by the same kernel code. The per-block arithmetic is the quantizer kernels' own
-(`triton_block.block_scales`, `cast_e4m3`), so each side's codes are those `quantize_triton`
+reports beyond counts (the first differing element and its codes, the ulp histogram of blocks with
+distances above one step or NaN codes) comes from `FusedLaunch.dump`: both sides' codes of a short
+list of blocks, written by the same kernel code. The per-block arithmetic is the quantizer kernels'
+own (`triton_block.block_scales`, `cast_e4m3`), so each side's codes are those `quantize_triton`
 gives; suites/nightly/test_fused_verify.py (GPU) and suites/pr/test_fused_interpreter.py
-(TRITON_INTERPRET=1) check every count against the two-copy comparison.
+(TRITON_INTERPRET=1) check every finding against the two-copy comparison.
 """
 
 from __future__ import annotations
