@@ -31,19 +31,20 @@ from refit_verify.usercode import call_user
 SEARCH_SPACE: dict[str, tuple] = {
     "padding": ("zero", "edge", "none"),
     "amax_floor": (None, 0.0, 1e-4, 1e-10, 1e-12),
-    "scale_form": ("descale", "scale", "scale_f64", "scale_div"),
+    "scale_form": ("descale", "scale", "scale_f64", "scale_div", "descale_rcp"),
     "zero_amax_scale_one": (False, True),
     "inf_scale": ("propagate", "one", "fmax", "fmax_input"),
-    "pow2": ("none", "float_ceil", "float_ceil_exp2", "bits_ceil", "nemo_e8m0", "te_frexp", "mx_e8m0"),
+    "pow2": ("none", "float_ceil", "float_ceil_exp2", "bits_ceil", "nemo_e8m0", "te_frexp", "mx_e8m0", "te_e8m0"),
     "scale_min": (None,),
     "quantize_op": ("mul_reciprocal", "div", "mul_scale"),
     "clamp": (False, True),
-    "nan_policy": ("propagate", "zero", "raise"),
+    "nan_policy": ("propagate", "zero", "raise", "ignore_in_amax"),
     "upcast_input": (False, True),
     "scale_compute_dtype": ("float32", "input"),
     "quantize_dtype": ("float32", "input"),
     "add_zero_point": (False, True),
     "scale_dtype": ("float32", "bfloat16"),
+    "e8m0_byte0_to_1": (False, True),
 }
 
 

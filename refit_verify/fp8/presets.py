@@ -150,6 +150,33 @@ MXFP8_VLLM = Recipe(
     "(the path off Blackwell/flashinfer): K % 32 == 0, amax.clamp(min=tiny), ceil(log2(amax/448)) + 127 "
     "clamped to [0, 254] as uint8, x / exp2(byte - 127), no clamp",
 )
+# TransformerEngine's MXFP8 reference (the C++ test oracle every TE MXFP8 kernel is held to): the amax
+# skips NaN (std::max), times float32(1/448), TE's own float_to_e8m0 bit rule, x * 2**(127 - byte),
+# saturating cast (static_cast to __nv_fp8_e4m3 is satfinite). A partial last group (K % 32) is
+# quantized over the elements present, which is zero padding.
+MXFP8_TE = Recipe(
+    name="mxfp8_te",
+    block=(1, 32),
+    padding="zero",
+    amax_floor=None,
+    scale_form="descale_rcp",
+    pow2="te_e8m0",
+    quantize_op="mul_reciprocal",
+    clamp=True,
+    nan_policy="ignore_in_amax",
+    source="NVIDIA/TransformerEngine tests/cpp/operator/test_cast_mxfp8.cu compute_ref (rowwise, CAST_ONLY) "
+    "@02e278fd821a2daf52d1641777d0c2724eaef659 + tests/cpp/test_common.h float_to_e8m0, exp2f_rcp "
+    "@024ef1585311d543b7e7c683bd08264fb10bc92c",
+)
+# NeMo-RL's MXFP8 refit quantizes with vLLM's mxfp8_e4m3_quantize (its torch path off Blackwell) and then
+# rewrites every E8M0 scale byte 0 to 1, the codes untouched.
+MXFP8_NEMO_RL = MXFP8_VLLM.replace(
+    name="mxfp8_nemo_rl",
+    e8m0_byte0_to_1=True,
+    source="NVIDIA-NeMo/RL nemo_rl/models/generation/vllm/quantization/fp8.py quantize_mxfp8_weight "
+    "(is_mx refit, refit_prequantize off; main after PR #1887 'MXFP8 rollout support', 2026; the index "
+    "holds no commit id for that version) over vLLM mxfp8_utils.mxfp8_e4m3_quantize",
+)
 
 # Implementations that are exactly an existing preset: the name resolves to that recipe (the facts are
 # pinned in suites/pr/test_recipes_sources.py).
@@ -212,6 +239,8 @@ PRESETS: dict[str, Recipe] = {
         TORCHAO_FLOAT8TENSOR,
         COMPRESSED_TENSORS,
         MXFP8_VLLM,
+        MXFP8_TE,
+        MXFP8_NEMO_RL,
         VLLM_ACT_GROUP,
         VLLM_ACT_GROUP_UE8M0,
         VLLM_ACT_GROUP_NATIVE,
