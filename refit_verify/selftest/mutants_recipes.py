@@ -20,6 +20,18 @@ def _ignore_unknown_fields(original):
     return mutated
 
 
+def _te_byte_no_subnormal_rule(original):
+    import torch
+
+    def mutated(v):
+        byte = original(v)
+        tiny = (v > 0) & (v <= 2.0**-127)
+        return torch.where(tiny, torch.ones_like(byte), byte)
+    return mutated
+
+
+MX = "suites/pr/test_mxfp8_te_nemo.py"
+
 MUTANTS = [
     Mutant("areal_scales_sent_float32", "AReaL's bf16 scale_inv taken as float32 (its scale_dtype default missed)",
            _recipe("AREAL", scale_dtype="float32"), area="recipes",
@@ -42,6 +54,26 @@ MUTANTS = [
            _recipe("MXFP8_VLLM", pow2="float_ceil"), area="recipes",
            killers=("suites/pr/test_mxfp8.py::test_mx_groups_match_hand_derivation",
                     "suites/pr/test_mxfp8.py::test_check_passes_against_vllms_mxfp8_torch_path_on_the_mx_case_set")),
+    Mutant("te_mxfp8_nan_poisons_group", "TE's MXFP8 amax taken with torch.amax (NaN wins): the whole group "
+           "NaN and byte 0xFF, where TE's std::max/fmaxf skips the NaN",
+           _recipe("MXFP8_TE", nan_policy="propagate"), area="recipes",
+           killers=(f"{MX}::test_groups_match_hand_derivation", f"{MX}::test_check_passes_against_an_independent_"
+                    "adapter_on_the_mx_case_set")),
+    Mutant("te_mxfp8_float_log2", "TE's E8M0 byte from a float32 ceil(log2(.)) as vLLM's torch path does: "
+           "one ulp above a power of two rounds down",
+           _recipe("MXFP8_TE", pow2="mx_e8m0"), area="recipes",
+           killers=(f"{MX}::test_groups_match_hand_derivation", f"{MX}::test_te_differs_from_vllm_on_one_input")),
+    Mutant("te_e8m0_subnormal_rounds_up", "TE's float_to_e8m0 without its subnormal rule: a value <= 2**-127 "
+           "rounds up to byte 1 (2**-126)", {"refit_verify.fp8.format:te_e8m0_byte": _te_byte_no_subnormal_rule},
+           area="recipes", killers=(f"{MX}::test_groups_match_hand_derivation",)),
+    Mutant("nemo_rl_mxfp8_byte0_kept", "NeMo-RL's MXFP8 refit taken as plain vLLM: its byte 0 -> 1 rewrite missed",
+           _recipe("MXFP8_NEMO_RL", e8m0_byte0_to_1=False), area="recipes",
+           killers=(f"{MX}::test_groups_match_hand_derivation",
+                    f"{MX}::test_nemo_rl_codes_equal_vllm_everywhere_and_scales_only_where_vllm_stores_byte_0",
+                    f"{MX}::test_nemo_rl_doubles_a_tiny_nonzero_group_on_dequantize")),
+    Mutant("fit_misses_te_e8m0", "a new pow2 choice left out of fit's search space: fit can never name it",
+           {"refit_verify.fit:SEARCH_SPACE": lambda o: {**o, "pow2": tuple(v for v in o["pow2"] if v != "te_e8m0")}},
+           area="recipes", killers=(f"{MX}::test_fit_searches_every_choice_of_every_field",)),
     Mutant("recipe_file_ignores_unknown_fields", "a typo'd field in a recipe file silently dropped",
            {"refit_verify.fp8.recipe_io:recipe_from_mapping": _ignore_unknown_fields}, area="recipes",
            killers=("suites/pr/test_recipe_io.py::test_bad_recipe_files_name_the_field",)),
