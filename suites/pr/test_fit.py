@@ -1,6 +1,7 @@
 """`refit-verify fit`: recovers the recipe of real quantizers and of deliberately altered ones (one
 field each), printing the field that changed. The PR gate fits on the cases that separate recipes;
-REFIT_VERIFY_SLOW=1 fits every preset on the whole case set."""
+REFIT_VERIFY_SLOW=1 fits every preset on the whole case set (with test_mxfp8*.py: 76 tests, 4 min 47 s wall,
+88 s CPU, -n 1 on the shared 2-core box under load; this file alone 30 tests, 1 min 22 s)."""
 
 import json
 import os
