@@ -24,6 +24,7 @@ import torch
 from refit_verify.cases import Case, case_set
 from refit_verify.errors import RecipeFailure
 from refit_verify.fp8 import PRESETS, quantize, recipe_diff
+from refit_verify.fp8 import format as fmt
 from refit_verify.fp8.recipe import Recipe
 from refit_verify.usercode import call_user
 
@@ -85,6 +86,8 @@ class FitResult:
 
 def _normalize(out):
     data, scale = out
+    if scale.dtype in fmt.E8M0_DTYPES:  # MXFP8 scale bytes: the powers of two they encode
+        scale = fmt.e8m0_to_scale(scale.view(torch.uint8))
     if scale.dim() == 3 and scale.shape[-1] == 1:
         scale = scale.squeeze(-1)
     codes = data.view(torch.uint8) if data.dtype != torch.uint8 else data

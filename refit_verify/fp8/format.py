@@ -83,6 +83,10 @@ def te_e8m0_scale(v: torch.Tensor) -> torch.Tensor:
     return e8m0_to_scale(te_e8m0_byte(v)).reshape(v.shape)
 
 
+# how implementations hand back MXFP8 scales: the E8M0 byte as uint8, or torch's float8_e8m0fnu
+E8M0_DTYPES = tuple(d for d in (torch.uint8, getattr(torch, "float8_e8m0fnu", None)) if d is not None)
+
+
 def e8m0_bytes(scale: torch.Tensor) -> torch.Tensor:
     """float32 powers of two -> E8M0 bytes (biased exponent, 127 = 1.0); NaN -> 0xFF (OCP MX NaN)."""
     s = scale.float()

@@ -30,6 +30,15 @@ def _te_byte_no_subnormal_rule(original):
     return mutated
 
 
+def _normalize_without_e8m0(original):
+    import torch
+
+    def mutated(out):  # the bytes become plain numbers (byte 127 -> 127.0, not 1.0)
+        data, scale = out
+        return original((data, scale.float() if scale.dtype == torch.uint8 else scale))
+    return mutated
+
+
 MX = "suites/pr/test_mxfp8_te_nemo.py"
 
 MUTANTS = [
@@ -76,6 +85,11 @@ MUTANTS = [
     Mutant("fit_misses_te_e8m0", "a new pow2 choice left out of fit's search space: fit can never name it",
            {"refit_verify.fit:SEARCH_SPACE": lambda o: {**o, "pow2": tuple(v for v in o["pow2"] if v != "te_e8m0")}},
            area="recipes", killers=(f"{MX}::test_fit_searches_every_choice_of_every_field",)),
+    Mutant("mx_scale_bytes_not_decoded", "an MXFP8 quantizer's uint8 E8M0 scale bytes not read as the powers of "
+           "two they encode (taken as plain numbers or refused)",
+           {"refit_verify.check:as_pair": lambda original: lambda out, name, e8m0=False: original(out, name),
+            "refit_verify.fit:_normalize": _normalize_without_e8m0}, area="recipes",
+           killers=(f"{MX}::test_check_and_fit_read_uint8_scales_as_e8m0_bytes",)),
     Mutant("recipe_file_ignores_unknown_fields", "a typo'd field in a recipe file silently dropped",
            {"refit_verify.fp8.recipe_io:recipe_from_mapping": _ignore_unknown_fields}, area="recipes",
            killers=("suites/pr/test_recipe_io.py::test_bad_recipe_files_name_the_field",)),

@@ -201,3 +201,39 @@ def test_fit_searches_every_choice_of_every_field():
         choices = _choices(field)
         if choices is not None:
             assert set(choices) == set(values), (field, set(choices) - set(values))
+
+
+# --- scales handed back as E8M0 bytes, as the real MXFP8 quantizers return them --------------------
+
+def vllm_mxfp8_bytes(x):
+    """vLLM's torch path returning its uint8 scale bytes (a NaN amax casts to a platform-defined byte)."""
+    m, k = x.shape
+    assert k % 32 == 0
+    g = x.to(torch.float32).view(m, k // 32, 32)
+    amax = g.abs().amax(dim=-1).clamp(min=torch.finfo(torch.float32).tiny)
+    biased = (torch.ceil(torch.log2(amax / 448.0)) + 127.0).clamp(0, 254)
+    q = (g / torch.exp2(biased - 127.0).unsqueeze(-1)).view(m, k).to(torch.float8_e4m3fn)
+    return q, biased.to(torch.uint8)
+
+
+def test_check_and_fit_read_uint8_scales_as_e8m0_bytes():
+    no_nan = [c for c in mx_cases(0) if not c.name.startswith("mx_groups")]
+    assert check_quantizer(vllm_mxfp8_bytes, "mxfp8_vllm", cases=no_nan).ok
+    as_e8m0 = lambda x: (lambda q, b: (q, b.view(torch.float8_e8m0fnu)))(*vllm_mxfp8_bytes(x))  # noqa: E731
+    assert check_quantizer(as_e8m0, "mxfp8_vllm", cases=no_nan).ok
+    res = fit_quantizer(vllm_mxfp8_bytes, no_nan, mx=True)
+    assert res.exact and res.nearest == "mxfp8_vllm" and not res.diff(), res.diff()
+
+
+def test_a_nan_group_stored_as_a_platform_byte_is_reported():
+    groups = [c for c in mx_cases(0) if c.name == "mx_groups_f32_12x64"]
+    result = check_quantizer(vllm_mxfp8_bytes, "mxfp8_vllm", cases=groups)
+    assert not result.ok and "scale" in result.cases[0].reason
+
+
+def test_uint8_scales_are_refused_for_a_block_fp8_recipe():
+    def bytes_for_block(w):
+        q = quantize(w, "vllm_per_block")
+        return q.data, fmt.e8m0_bytes(q.scale_inv)
+    result = check_quantizer(bytes_for_block, "vllm_per_block", cases=[c for c in mx_cases(0)][:1])
+    assert not result.ok and "float32" in result.cases[0].reason
