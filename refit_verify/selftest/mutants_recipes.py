@@ -39,6 +39,13 @@ def _normalize_without_e8m0(original):
     return mutated
 
 
+def _codes_only_difference(original):
+    def mutated(x, preset, baseline="vllm_per_block"):
+        text = original(x, preset, baseline)
+        return "" if text.startswith("scale bits") else text  # a scale-only difference goes unseen
+    return mutated
+
+
 MX = "suites/pr/test_mxfp8_te_nemo.py"
 
 MUTANTS = [
@@ -90,6 +97,13 @@ MUTANTS = [
            {"refit_verify.check:as_pair": lambda original: lambda out, name, e8m0=False: original(out, name),
             "refit_verify.fit:_normalize": _normalize_without_e8m0}, area="recipes",
            killers=(f"{MX}::test_check_and_fit_read_uint8_scales_as_e8m0_bytes",)),
+    Mutant("witness_ignores_scale_bits", "the presets table's difference looks at code bytes only: presets that "
+           "differ in scale_inv alone (an all-zero block's scale 1.0) would be listed as equal",
+           {"refit_verify.fp8.witness:difference": _codes_only_difference}, area="recipes",
+           killers=("suites/pr/test_presets_table.py::test_each_witness_differs_from_vllm_per_block",)),
+    Mutant("presets_table_stale", "a preset changed (here DeepGEMM's source) without regenerating "
+           "docs/PRESETS_TABLE.md", _recipe("DEEPGEMM", source="deepseek-ai/DeepGEMM elsewhere"), area="recipes",
+           killers=("suites/pr/test_presets_table.py::test_the_committed_table_is_the_generated_one",)),
     Mutant("recipe_file_ignores_unknown_fields", "a typo'd field in a recipe file silently dropped",
            {"refit_verify.fp8.recipe_io:recipe_from_mapping": _ignore_unknown_fields}, area="recipes",
            killers=("suites/pr/test_recipe_io.py::test_bad_recipe_files_name_the_field",)),

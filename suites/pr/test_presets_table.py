@@ -8,7 +8,8 @@ import pytest
 
 from refit_verify.fp8 import PRESETS
 from refit_verify.fp8.presets import ALIASES
-from refit_verify.fp8.witness import ALIAS_WITNESS, BASELINE, WITNESSES, difference, markdown
+from refit_verify.fp8 import witness
+from refit_verify.fp8.witness import ALIAS_WITNESS, BASELINE, WITNESSES
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "PRESETS_TABLE.md"
 
@@ -22,13 +23,13 @@ def test_every_preset_has_a_witness():
 def test_each_witness_differs_from_vllm_per_block(name):
     w = WITNESSES[name]
     x = w.make()
-    assert difference(x, name), f"{name}: its witness ({w.description}) gives vllm_per_block's bytes"
+    assert witness.difference(x, name), f"{name}: its witness ({w.description}) gives vllm_per_block's bytes"
     if w.same_block:
-        assert difference(x, name, w.same_block), f"{name} equals {w.same_block} on its witness"
+        assert witness.difference(x, name, w.same_block), f"{name} equals {w.same_block} on its witness"
 
 
 def test_a_preset_equal_to_the_baseline_shows_no_difference():
-    assert difference(WITNESSES["areal"].make(), BASELINE, BASELINE) == ""
+    assert witness.difference(WITNESSES["areal"].make(), BASELINE, BASELINE) == ""
 
 
 def test_every_preset_has_a_source_naming_a_repository():
@@ -37,7 +38,7 @@ def test_every_preset_has_a_source_naming_a_repository():
 
 
 def test_the_committed_table_is_the_generated_one():
-    assert markdown() in DOC.read_text(), (
+    assert witness.markdown() in DOC.read_text(), (
         "docs/PRESETS_TABLE.md is stale: regenerate its table with "
         "`PYTHONPATH=$PWD python -m refit_verify.fp8.witness` and paste it over the old one")
 
