@@ -237,3 +237,19 @@ def test_uint8_scales_are_refused_for_a_block_fp8_recipe():
         return q.data, fmt.e8m0_bytes(q.scale_inv)
     result = check_quantizer(bytes_for_block, "vllm_per_block", cases=[c for c in mx_cases(0)][:1])
     assert not result.ok and "float32" in result.cases[0].reason
+
+
+def test_fit_names_the_one_field_of_an_altered_te_quantizer():
+    def te_nan_poisons(x):  # TE's reference with torch.amax (NaN wins) instead of std::max
+        q, s = te_mxfp8_reference(x)
+        m, k = x.shape
+        kp = -(-k // 32) * 32
+        g = torch.zeros(m, kp)
+        g[:, :k] = x.float()
+        nan_group = torch.isnan(g.view(m, kp // 32, 32)).any(-1)
+        q = q.view(torch.uint8).clone()
+        q[nan_group.repeat_interleave(32, -1)[:, :k]] = 0x7F
+        return q.view(torch.float8_e4m3fn), torch.where(nan_group, torch.full_like(s, float("nan")), s)
+    res = fit_quantizer(te_nan_poisons, mx=True, presets=["mxfp8_te", "mxfp8_vllm"])
+    assert res.exact and res.nearest == "mxfp8_te", (res.misses, res.diff())
+    assert res.diff() == {"nan_policy": ("ignore_in_amax", "propagate")}, res.diff()
