@@ -76,12 +76,7 @@ def scales_for_amax(amax: torch.Tensor, r: Recipe, in_dtype=torch.float32,
     `descale`, when given, is amax / MAX already evaluated in the input dtype (scale_compute_dtype).
     """
     if r.scale_form in ("descale", "descale_rcp"):
-        if descale is not None:
-            sf = descale
-        elif r.scale_form == "descale_rcp":  # TE: amax * float32(1/448), one rounding of a rounded constant
-            sf = amax * torch.tensor(fmt.E4M3_MAX_RCP_F32, dtype=torch.float32)
-        else:
-            sf = amax / fmt.E4M3_MAX
+        sf = _descale(amax, r, descale)
         # vLLM's native activation path floors the scale before UE8M0 rounding: its golden
         # zero group stores 2**-17 = ceil_pow2(1/(448*512)), not the floor itself.
         if r.scale_min is not None:
@@ -131,6 +126,14 @@ def scales_for_amax(amax: torch.Tensor, r: Recipe, in_dtype=torch.float32,
         if r.inf_scale == "one":
             s = torch.where(amax == torch.inf, 1.0, s)
     return s, torch.reciprocal(s)
+
+
+def _descale(amax: torch.Tensor, r: Recipe, descale: torch.Tensor | None) -> torch.Tensor:
+    if descale is not None:
+        return descale
+    if r.scale_form == "descale_rcp":  # TE: amax * float32(1/448), one rounding of a rounded constant
+        return amax * torch.tensor(fmt.E4M3_MAX_RCP_F32, dtype=torch.float32)
+    return amax / fmt.E4M3_MAX
 
 
 def _quantize_blocks(x: torch.Tensor, r: Recipe):
