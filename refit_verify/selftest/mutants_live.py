@@ -192,3 +192,30 @@ MUTANTS.append(
            "scale of any other local expert passes the live check",
            {"refit_verify.live.fileformat:_lanes": _experts_as_one}, area="live",
            killers=("suites/pr/test_live_sharded.py::test_expect_sharded_matches_engine_dump_and_names_an_altered_rank",)))
+
+
+def _no_sharded_sink(original):
+    # a sharded layout served by the single-rank placement: one rank's whole model, no slicing
+    def sink(config, recipe, layout):
+        return None
+    return sink
+
+
+def _keep_partial(original):
+    # parameters the trainer never (fully) wrote kept in the expectation with the engine's placeholder bytes
+    def written(self, rank, params):
+        return dict(params)
+    return written
+
+
+KX = "suites/pr/test_live_expect_layout.py"
+MUTANTS += [
+    Mutant("expect_sharded_layout_ignored", "in-memory expect with a tp=2 layout digests the unsharded model "
+           "as one rank (the placement is built only by the CLI)",
+           {f"{E}:_sharded_sink": _no_sharded_sink}, area="live",
+           killers=(f"{KX}::test_in_memory_expect_equals_the_cli_for_tp2",)),
+    Mutant("expect_sharded_keeps_unwritten", "sharded expect keeps a parameter the trainer gave only in part "
+           "(a fused shard or a scale missing) with the engine's placeholder bytes, instead of refusing",
+           {"refit_verify.live.expect_sharded:ShardedSink._written": _keep_partial}, area="live",
+           killers=(f"{KX}::test_sharded_expect_needs_the_config_and_names_what_is_missing",)),
+]
