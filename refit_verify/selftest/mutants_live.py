@@ -6,6 +6,7 @@ import functools
 
 import torch
 
+from refit_verify.layout import Layout, Rank
 from refit_verify.selftest.mutant import Mutant
 
 D = "refit_verify.live.digest"
@@ -218,4 +219,33 @@ MUTANTS += [
            "(a fused shard or a scale missing) with the engine's placeholder bytes, instead of refusing",
            {"refit_verify.live.expect_sharded:ShardedSink._written": _keep_partial}, area="live",
            killers=(f"{KX}::test_sharded_expect_needs_the_config_and_names_what_is_missing",)),
+]
+
+
+def _rank_tp_pp_only(original):
+    # the worker labelled by its tensor and pipeline position only: every data-parallel expert group
+    # reports the same label, and the expectation gives each the experts of group 0
+    def rank(tp, pp=(0, 1), dp=(0, 1), pcp=(0, 1), expert_parallel=False, has_experts=True):
+        return Rank(tp=tp[0], pp=pp[0]), Layout(tp=tp[1], pp=pp[1])
+    return rank
+
+
+def _ep_ignores_pcp(original):
+    def rank(tp, pp=(0, 1), dp=(0, 1), pcp=(0, 1), expert_parallel=False, has_experts=True):
+        r, layout = original(tp, pp, dp, pcp, expert_parallel, has_experts)
+        return (Rank(r.tp, dp[0], r.pp) if layout.ep > 1 else r), layout
+    return rank
+
+
+KR = "suites/pr/test_live_vllm_rank.py"
+MUTANTS += [
+    Mutant("live_rank_without_expert_parallel", "the vLLM worker's rank label carries tp and pp only: with "
+           "expert parallelism over data-parallel ranks, two workers holding different experts share a label",
+           {"refit_verify.live.vllm:parallel_rank": _rank_tp_pp_only}, area="live",
+           killers=(f"{KR}::test_expert_parallel_rank_is_vllms_flat_expert_rank",
+                    f"{KR}::test_worker_reads_groups_and_its_expert_parallel_flag")),
+    Mutant("live_rank_ep_ignores_context_parallel", "expert group index taken from the data-parallel rank alone: "
+           "prefill-context-parallel ranks of one data-parallel rank collide",
+           {"refit_verify.live.vllm:parallel_rank": _ep_ignores_pcp}, area="live",
+           killers=(f"{KR}::test_expert_parallel_rank_is_vllms_flat_expert_rank",)),
 ]
