@@ -249,3 +249,37 @@ MUTANTS += [
            {"refit_verify.live.vllm:parallel_rank": _ep_ignores_pcp}, area="live",
            killers=(f"{KR}::test_expert_parallel_rank_is_vllms_flat_expert_rank",)),
 ]
+
+
+def _sample_dropped(original):
+    def digests(self, recipe="vllm_per_block", sample=None):
+        return original(self, recipe, None)
+    return digests
+
+
+def _codes_ignored(original):
+    @functools.wraps(original)
+    def sums(data, block):
+        sums, grid = original(data, block)
+        return [torch.zeros_like(x) for x in sums], grid
+    return sums
+
+
+def _sampled_codes_ignored(original):
+    @functools.wraps(original)
+    def words(data, block, indices):
+        return torch.zeros_like(original(data, block, indices))
+    return words
+
+
+KD = "suites/pr/test_live_docs.py"
+MUTANTS += [
+    Mutant("live_extension_ignores_sample", "the worker extension digests every block whatever `sample` the "
+           "trainer used: the per-step guard of docs/LIVE.md never compares",
+           {"refit_verify.live.vllm:RefitVerifyExtension.refit_verify_digests": _sample_dropped}, area="live",
+           killers=(f"{KD}::test_rl_loop_snippet_runs_and_passes_a_correct_refit",)),
+    Mutant("digest_codes_ignored", "digest (full and sampled) hashes only the scales: a weight the refit never "
+           "sent (its scale sent) passes the RL-loop check of docs/LIVE.md",
+           {f"{D}:_word_sums": _codes_ignored, f"{D}:_sampled_words": _sampled_codes_ignored}, area="live",
+           killers=(f"{KD}::test_rl_loop_snippet_raises_naming_a_tensor_never_sent",)),
+]
