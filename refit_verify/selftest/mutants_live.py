@@ -6,6 +6,7 @@ import functools
 
 import torch
 
+from refit_verify.errors import BadInputError
 from refit_verify.layout import Layout, Rank
 from refit_verify.selftest.mutant import Mutant
 
@@ -282,4 +283,84 @@ MUTANTS += [
            "sent (its scale sent) passes the RL-loop check of docs/LIVE.md",
            {f"{D}:_word_sums": _codes_ignored, f"{D}:_sampled_words": _sampled_codes_ignored}, area="live",
            killers=(f"{KD}::test_rl_loop_snippet_raises_naming_a_tensor_never_sent",)),
+]
+
+
+FF = "refit_verify.live.fileformat"
+KERR = "suites/pr/test_live_errors.py"
+
+
+def _record_blocks_only(original):
+    # the old reader: a record is checked for its digest count only
+    def check(path, label, name, rec):
+        if not isinstance(rec, dict) or not isinstance(rec.get("blocks"), str):
+            raise BadInputError(f"{path}: {label}/{name}: record without a 'blocks' string")
+    return check
+
+
+def _header_format_only(original):
+    def check(path, doc):
+        if not isinstance(doc, dict) or doc.get("format") != "refit-verify-digest":
+            raise BadInputError(f"{path}: not a refit-verify digest file")
+        if not isinstance(doc.get("ranks"), dict):
+            raise BadInputError(f"{path}: 'ranks' missing or not an object")
+        doc.setdefault("layout", {"tp": 1, "ep": 1, "pp": 1})
+        if not isinstance(doc["layout"], dict):
+            doc["layout"] = {"tp": 1, "ep": 1, "pp": 1}
+    return check
+
+
+def _foreign_accepted(original):
+    def check(path, doc):
+        if isinstance(doc, dict):
+            doc = dict(doc, format="refit-verify-digest")
+        return original(path, doc)
+    return check
+
+
+def _no_rank_check(original):
+    def check(path, label, params, layout):
+        return None
+    return check
+
+
+def _ignore_missing(original):
+    @functools.wraps(original)
+    def mutated(expected, engine):
+        d = original(expected, engine)
+        d.missing = []
+        return d
+    return mutated
+
+
+def _ignore_meta(original):
+    @functools.wraps(original)
+    def mutated(expected, engine):
+        d = original(expected, engine)
+        d.meta = []
+        return d
+    return mutated
+
+
+MUTANTS += [
+    Mutant("digest_record_fields_unchecked", "the digest reader checks a record's digest count only: a record "
+           "without its shape, a wrong n_blocks or non-hex digests is read as differences (exit 1) or crashes",
+           {f"{FF}:_check_record": _record_blocks_only}, area="live", killers=(KERR,)),
+    Mutant("digest_header_unchecked", "the digest reader checks format and ranks only: a wrong version, a "
+           "malformed layout, block or sample is compared anyway",
+           {f"{FF}:_check_header": _header_format_only}, area="live", killers=(KERR,)),
+    Mutant("digest_foreign_file_accepted", "a JSON file of another format is read as a digest file",
+           {f"{FF}:_check_header": _foreign_accepted}, area="live",
+           killers=(f"{KL}::test_truncated_and_foreign_files_exit_2",)),
+    Mutant("digest_rank_labels_unchecked", "rank labels are not checked against tpN.epN.ppN and the file's "
+           "layout: a mislabelled rank reads as every parameter missing and extra",
+           {f"{FF}:_check_rank": _no_rank_check}, area="live", killers=(KERR,)),
+    Mutant("digest_diff_ignores_missing", "digest diff reports extra parameters but not ones the trainer sent "
+           "and the engine never wrote", {f"{C}:compare_documents": _ignore_missing}, area="live",
+           killers=(f"{KERR}::test_never_written_and_extra_parameters_each_named",
+                    f"{KL}::test_stale_and_missing_parameters_named")),
+    Mutant("digest_diff_ignores_meta", "digest diff ignores a recipe or layout disagreement between the files",
+           {f"{C}:compare_documents": _ignore_meta}, area="live",
+           killers=(f"{KERR}::test_recipe_disagreement_exits_1_naming_it",
+                    f"{KERR}::test_layout_disagreement_exits_1_naming_it_and_the_ranks")),
 ]
