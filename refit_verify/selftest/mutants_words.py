@@ -26,13 +26,28 @@ def _prefixed_step(original):
     return step
 
 
+def _reraise():
+    raise  # the BrokenPipeError being handled escapes, as before the fix
+
+
 MUTANTS += [
     Mutant("presets_same_description", "`presets` prints the same source line for presets that differ",
            {"refit_verify.cli:preset_lines": lambda original: (lambda presets: [f"{n:32s} {r.source}" for n, r in presets.items()])},
            area="report", killers=(f"{WORDS}::test_presets_never_share_a_description",)),
     Mutant("failure_line_repeats_and_cuts", "'name: name: …' and reasons cut at 200 characters",
-           {"refit_verify.cli:failure_line": lambda original: (lambda case, reason: f"{case}: {str(reason)[:200]}")},
-           area="report", killers=(f"{WORDS}::test_failure_line_names_the_tensor_once_and_keeps_the_detail",)),
+           {"refit_verify.results:failure_line": lambda original: (lambda case, reason: f"{case}: {str(reason)[:200]}")},
+           area="report", killers=(f"{WORDS}::test_failure_line_names_the_tensor_once_and_keeps_the_detail",
+                                   f"{WORDS}::test_check_names_each_case_once_and_prints_every_detail")),
+    Mutant("reason_repeats_subject", "`check` and failure lines print 'case: case: …' (the reason keeps its name)",
+           {"refit_verify.results:without_subject": lambda original: (lambda subject, reason: str(reason))},
+           area="report", killers=(f"{WORDS}::test_failure_line_names_the_tensor_once_and_keeps_the_detail",
+                                   f"{WORDS}::test_check_names_each_case_once_and_prints_every_detail")),
+    Mutant("broken_pipe_traceback", "`refit-verify presets | head -1` ends in a BrokenPipeError traceback",
+           {"refit_verify.cli:_reader_left": lambda original: _reraise},
+           area="report", killers=(f"{WORDS}::test_output_into_a_closed_pipe_is_no_traceback",)),
+    Mutant("run_fail_names_nothing", "`run` prints 'FAIL: 1 job: 1 failed' and nothing about what failed",
+           {"refit_verify.cli:failed_job_lines": lambda original: (lambda jobs, per_job=3: [])},
+           area="report", killers=(f"{WORDS}::test_failed_run_names_what_failed_under_the_headline",)),
     Mutant("progress_empty_prefix", "a progress line ': loading model' before the first job",
            {"refit_verify.report.progress:Progress.step": _prefixed_step},
            area="report", killers=(f"{WORDS}::test_progress_step_before_any_job_has_no_empty_prefix",)),
