@@ -65,3 +65,23 @@ MUTANTS.append(
            {"refit_verify.compare.statedict:source_tensor":
             lambda original: (lambda source, name: source.get(name) if name in source.entries else None)},
            area="report", killers=("suites/pr/test_jobs.py::test_diff_source_takes_a_plain_hf_checkpoint",)))
+
+
+def _run_flag_renamed(original):
+    """The CLI's `run --no-plots` renamed `--no-plot`: every doc line using the old flag is now wrong."""
+    import argparse
+
+    def build_parser():
+        p = original()
+        run = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices["run"]
+        action = run._option_string_actions.pop("--no-plots")
+        action.option_strings = ["--no-plot"]
+        run._option_string_actions["--no-plot"] = action
+        return p
+    return build_parser
+
+
+MUTANTS.append(
+    Mutant("cli_flag_renamed_docs_stale", "a CLI flag renamed while README/docs still show the old one",
+           {"refit_verify.cli:build_parser": _run_flag_renamed},
+           area="report", killers=("suites/pr/test_docs_commands.py::test_every_documented_command_line_parses",)))
