@@ -307,9 +307,21 @@ def _run_jobs_in(args, options: dict, out: str, writer) -> int:
         progress.note(f"report: {os.path.join(out, 'report.html')}")
     data = report.to_dict()
     print(f"{data['verdict'].upper()}: {_counts_phrase(data['counts'])} — report {os.path.join(out, 'report.html')}")
-    for line in failed_job_lines(data["jobs"]):
+    for line in failed_job_lines(data["jobs"]) if data["verdict"] != "pass" else gate_lines(data, out):
         print(line)
     return 0 if data["verdict"] == "pass" else 1
+
+
+def gate_lines(data: dict, out: str, shown: int = 3) -> list:
+    """Under a PASS headline: the default policy's failures, so a passing run never hides a failing gate."""
+    from refit_verify.report.summary import first_screen
+
+    screen = first_screen(data)
+    if screen.gate == "pass":
+        return []
+    return ([f"  but `refit-verify gate {out}` fails: {len(screen.failures)} figure(s) break the default policy"]
+            + [f"    {r}" for r in screen.failures[:shown]]
+            + ([f"    ... {len(screen.failures) - shown} more in the report"] if len(screen.failures) > shown else []))
 
 
 def failed_job_lines(jobs: list, per_job: int = 3) -> list:

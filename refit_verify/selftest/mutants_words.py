@@ -85,3 +85,9 @@ MUTANTS.append(
     Mutant("cli_flag_renamed_docs_stale", "a CLI flag renamed while README/docs still show the old one",
            {"refit_verify.cli:build_parser": _run_flag_renamed},
            area="report", killers=("suites/pr/test_docs_commands.py::test_every_documented_command_line_parses",)))
+
+MUTANTS.append(
+    Mutant("first_screen_hides_gate_failure", "a green PASS first screen over a report that `refit-verify gate` fails",
+           {"refit_verify.report.summary:FirstScreen.gate": lambda original: property(lambda self: "pass")},
+           area="report", killers=("suites/pr/test_report_browser.py::test_first_screen_says_when_the_gate_fails_a_passing_run",
+                                   f"{WORDS}::test_passing_run_says_when_the_gate_would_fail")))

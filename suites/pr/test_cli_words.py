@@ -36,6 +36,23 @@ def test_failed_run_names_what_failed_under_the_headline(tmp_path, capsys):
     assert lines[-1] == "    ... 2 more in the report", lines
 
 
+@register_job("test_words_gate_breaker", suites=())
+def _gate_breaker(ctx):
+    res = JobResult("test_words_gate_breaker")
+    res.figure("gen_kl_error", 0.0117, "bf16 vs fp8_before")  # the job passes; the default policy's max is 0.003
+    return res
+
+
+def test_passing_run_says_when_the_gate_would_fail(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    assert main(["run", "--job", "test_words_gate_breaker", "-q", "--no-plots", "--out", out]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("PASS: 1 job: 1 passed"), lines
+    assert lines[1] == f"  but `refit-verify gate {out}` fails: 1 figure(s) break the default policy"
+    assert "gen_kl_error bf16 vs fp8_before: 0.0117 > max 0.003" in lines[2], lines
+    assert main(["gate", out]) == 1
+
+
 def test_headline_counts_jobs_not_verdict_words():
     assert _counts_phrase({"pass": 5, "fail": 0}) == "5 jobs: 5 passed"
     assert _counts_phrase({"pass": 4, "fail": 1, "error": 0}) == "5 jobs: 4 passed, 1 failed"
