@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")),
-           "examples/github/refit-verify.yml", "examples/user_quantizer/my_quant.py"]
+           *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "examples").rglob("*") if p.suffix in (".py", ".yml"))]
 # a command starts its code span or line: optional VAR=value, a path, then the program and a word
 PROGRAM = re.compile(r"^(?:[A-Z_]+=\S*\s+)*(?:\S*/)?(?:refit-verify|python3? -m refit_verify)\s+(?=[a-z-])")
 PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]*(?:[|.][A-Za-z0-9_]+)*$")  # N, MODULE, NAME|PATH, FILE.toml
@@ -47,7 +47,7 @@ def command_lines(text: str, fenced_everywhere: bool = False) -> list[str]:
             for part in re.split(r"\s&&\s|;\s", line.split(" #")[0]):
                 part = re.sub(r"^\s*(?:- )?(?:run:\s*)?", "", part)  # a workflow step's `run: ...`
                 found += [part.strip()] if PROGRAM.match(part) else []
-        else:
+        if not in_block or fenced_everywhere:  # prose; a docstring or workflow comment quotes commands too
             found += [span.strip() for span in re.findall(r"`([^`]+)`", line) if PROGRAM.match(span.strip())]
     return found
 
@@ -71,6 +71,9 @@ def problems(line: str, known: dict) -> list[str]:
     parser = known[command]
     flags = {f for f in re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", rest)}
     out = [f"{line!r}: {command} has no option {f}" for f in sorted(flags) if f not in parser._option_string_actions]
+    for path, attr in re.findall(r"(?<!\S)((?:examples|refit_verify)/\S+\.py):(\w+)", rest):  # a file of this repo
+        if not (ROOT / path).is_file() or not re.search(rf"^def {attr}\(", (ROOT / path).read_text(), re.M):
+            out.append(f"{line!r}: no function {attr} in {path}")
     if out or re.search(r"[\[\]|]|\.\.\.", rest):
         return out  # a synopsis: its flags exist; it is not meant to parse as written
     try:
@@ -123,3 +126,5 @@ def test_extractor_and_checker_on_a_sample():
     assert problems("refit-verify run --no-plot", known) == ["'refit-verify run --no-plot': run has no option --no-plot"]
     assert problems("refit-verify run --suite weekly", known)  # a concrete line must parse: bad choice
     assert problems("refit-verify runn --quiet", known)
+    assert problems("refit-verify check --quantizer examples/user_quantizer/my_quant.py:good", known) == []
+    assert problems("refit-verify check --quantizer examples/user_quantizer/my_quant.py:gone", known)
