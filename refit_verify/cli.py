@@ -419,7 +419,10 @@ def cmd_diff(args) -> int:
 
     if is_digest_file(args.a) or is_digest_file(args.b):
         run_id, default_out = _default_out("diff-")
-        return cmd_digest_diff(args, run_id, args.out or default_out)
+        rc = cmd_digest_diff(args, run_id, args.out or default_out)
+        if not args.out:  # a report was written: the same link as a state-dict diff's
+            _link_latest(default_out, "latest-diff")
+        return rc
     import shlex
 
     from refit_verify.report import env

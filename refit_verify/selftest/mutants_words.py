@@ -91,3 +91,9 @@ MUTANTS.append(
            {"refit_verify.report.summary:FirstScreen.gate": lambda original: property(lambda self: "pass")},
            area="report", killers=("suites/pr/test_report_browser.py::test_first_screen_says_when_the_gate_fails_a_passing_run",
                                    f"{WORDS}::test_passing_run_says_when_the_gate_would_fail")))
+
+MUTANTS.append(
+    Mutant("digest_diff_not_linked", "`diff e.json g.json` leaves reports/latest-diff on an older state-dict diff",
+           {"refit_verify.cli:_link_latest": lambda original: (
+               lambda out, name="latest": None if name == "latest-diff" else original(out, name))},
+           area="report", killers=(f"{WORDS}::test_digest_diff_takes_reports_latest_diff",)))

@@ -192,3 +192,20 @@ def test_output_into_a_closed_pipe_is_no_traceback(tmp_path, monkeypatch):
     finally:
         sink.close()
     assert rc == 141
+
+
+def test_digest_diff_takes_reports_latest_diff(tmp_path, monkeypatch, capsys):
+    """`diff e.json g.json` without --out links its report as reports/latest-diff, as a state-dict diff does."""
+    from safetensors.torch import save_file
+
+    from refit_verify.model import load_config, synthesize_weights
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reports").mkdir()
+    w = synthesize_weights(load_config("tiny-llama", layers=1), 0)
+    save_file({k: v.contiguous() for k, v in w.items()}, str(tmp_path / "model.safetensors"))
+    assert main(["expect", "model.safetensors", "--out", "e.json"]) == 0
+    assert main(["diff", "e.json", "e.json"]) == 0
+    out = capsys.readouterr().out
+    link = tmp_path / "reports" / "latest-diff"
+    assert link.is_symlink() and f"reports/{os.readlink(link)}/report.md" in out, out
