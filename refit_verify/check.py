@@ -20,7 +20,7 @@ from refit_verify.compare.metrics import error_metrics
 from refit_verify.errors import RecipeFailure
 from refit_verify.fp8 import dequantize, get_recipe, quantize
 from refit_verify.fp8 import format as fmt
-from refit_verify.results import JobResult
+from refit_verify.results import JobResult, failure_line, without_subject
 from refit_verify.usercode import UserExit, call_user, describe_user_exception
 
 QuantizerFn = Callable[[torch.Tensor], tuple]
@@ -152,7 +152,7 @@ def _compare_case(x, ref, data, scale, r, case: Case, base: dict) -> CaseResult:
         metrics.update(error_metrics(x.float(), dequantize(data.view(torch.float8_e4m3fn), scale, r.block)))
     if cmp.equal:
         return CaseResult(verdict="pass", metrics=metrics, **base)
-    reason = describe_mismatch(cmp.first_mismatch, ref, data, scale)
+    reason = without_subject(case.name, describe_mismatch(cmp.first_mismatch, ref, data, scale))
     return CaseResult(verdict="fail", reason=reason, metrics=metrics, first_mismatch=cmp.first_mismatch.to_dict(),
                       **base)
 
@@ -213,11 +213,11 @@ def print_check_result(result: CheckResult, quiet: bool = False, show_output: bo
         first = fails[0]
         what = "first error" if first.verdict == "error" else "first mismatch"
         print(f"FAIL: {result.summary()} vs {result.reference}", file=out)
-        print(f"{what}: case {first.case} (seed {first.seed}): {first.reason}", file=out)
+        print(f"{what}: case {failure_line(f'{first.case} (seed {first.seed})', first.reason)}", file=out)
         print(f"reproduce: {first.repro}", file=out)
         if not quiet:
             for f in fails[1:]:
-                print(f"  {f.verdict:5s} {f.case}: {f.reason[:200]}", file=out)
+                print(f"  {f.verdict:5s} {failure_line(f.case, f.reason)}", file=out)
     _print_user_output(result, show_output, out)
     return 0 if not fails else 1
 

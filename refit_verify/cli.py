@@ -11,6 +11,8 @@ import argparse
 import os
 import sys
 
+from refit_verify.results import failure_line  # light (no torch); the case named once, never cut
+
 PROG = "refit-verify"
 DELEGATES = {"selftest": "refit_verify.selftest.run", "bench": "refit_verify.bench"}
 DEFAULT_MODEL = "smollm2-135m"  # `refit-verify run` without --config/--model: a real trained model
@@ -142,6 +144,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except BrokenPipeError:
+        return _reader_left()
     except BaseException as exc:
         from refit_verify.errors import RefitVerifyError
         from refit_verify.errors import Terminated
@@ -159,6 +163,13 @@ def main(argv=None) -> int:
             traceback.print_exc()
         _err(str(exc))
         return 2
+
+
+def _reader_left() -> int:
+    """`refit-verify ... | head`: the reader closed the pipe. No traceback; stdout now goes to /dev/null so the
+    flush at exit cannot raise again. 141 = 128 + SIGPIPE, what a shell reports for a killed writer."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141
 
 
 class _sigterm_raises:
@@ -222,14 +233,6 @@ def _link_latest(out: str, name: str = "latest") -> None:
             os.symlink(os.path.basename(out), link)
     except OSError:
         pass  # best effort (no symlinks on some file systems)
-
-
-def failure_line(case: str, reason: str) -> str:
-    """'case: reason', the case named once (reasons often start with it), never cut: the details matter."""
-    reason = str(reason)
-    if reason.startswith(f"{case}:"):
-        reason = reason[len(case) + 1:].lstrip()
-    return f"{case}: {reason}"
 
 
 def _counts_phrase(counts: dict) -> str:
@@ -304,7 +307,36 @@ def _run_jobs_in(args, options: dict, out: str, writer) -> int:
         progress.note(f"report: {os.path.join(out, 'report.html')}")
     data = report.to_dict()
     print(f"{data['verdict'].upper()}: {_counts_phrase(data['counts'])} — report {os.path.join(out, 'report.html')}")
+    for line in failed_job_lines(data["jobs"]) if data["verdict"] != "pass" else gate_lines(data, out):
+        print(line)
     return 0 if data["verdict"] == "pass" else 1
+
+
+def gate_lines(data: dict, out: str, shown: int = 3) -> list:
+    """Under a PASS headline: the default policy's failures, so a passing run never hides a failing gate."""
+    from refit_verify.report.summary import first_screen
+
+    screen = first_screen(data)
+    if screen.gate == "pass":
+        return []
+    return ([f"  but `refit-verify gate {out}` fails: {len(screen.failures)} figure(s) break the default policy"]
+            + [f"    {r}" for r in screen.failures[:shown]]
+            + ([f"    ... {len(screen.failures) - shown} more in the report"] if len(screen.failures) > shown else []))
+
+
+def failed_job_lines(jobs: list, per_job: int = 3) -> list:
+    """Under a FAIL headline: each failed/errored job, its reason and first failures (the rest in the report)."""
+    lines = []
+    for j in jobs:
+        if j["verdict"] not in ("fail", "error"):
+            continue
+        fails = j.get("failures") or []
+        lines.append(f"  {j['name']}: {j['verdict']}" + (f": {j['reason']}" if j.get("reason") else "")
+                     + (f" ({len(fails)} failure(s))" if fails else ""))
+        lines += [f"    {failure_line(f['case'], f['reason'])}" for f in fails[:per_job]]
+        if len(fails) > per_job:
+            lines.append(f"    ... {len(fails) - per_job} more in the report")
+    return lines
 
 
 def cmd_check(args) -> int:
@@ -387,7 +419,10 @@ def cmd_diff(args) -> int:
 
     if is_digest_file(args.a) or is_digest_file(args.b):
         run_id, default_out = _default_out("diff-")
-        return cmd_digest_diff(args, run_id, args.out or default_out)
+        rc = cmd_digest_diff(args, run_id, args.out or default_out)
+        if not args.out:  # a report was written: the same link as a state-dict diff's
+            _link_latest(default_out, "latest-diff")
+        return rc
     import shlex
 
     from refit_verify.report import env

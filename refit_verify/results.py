@@ -6,6 +6,19 @@ from dataclasses import dataclass, field
 
 VERDICTS = ("pass", "fail", "error", "skipped")
 
+
+def without_subject(subject: str, reason: str) -> str:
+    """The reason without a leading 'subject:' (comparisons name their tensor; the caller names it already)."""
+    reason = str(reason)
+    if subject and reason.startswith(f"{subject}:"):
+        return reason[len(subject) + 1:].lstrip()
+    return reason
+
+
+def failure_line(case: str, reason: str) -> str:
+    """'case: reason', the case named once, never cut: the details matter."""
+    return f"{case}: {without_subject(case, reason)}"
+
 @dataclass
 class Failure:
     case: str

@@ -28,6 +28,7 @@ SET_KEYS = {
     "trainer_quant": "after_gather | before_gather | both: when the sharded trainer quantizes",
     "stage_names": "global | local: layer names pipeline stages export (sharded_refit)",
     "invariants": "0 skips sharded_refit's A->B->A and storage-identity checks",
+    "patched_loader": "1: vllm_refit loads FP8-after through a quantize-on-load loader (NeMo-RL's patch)",
 }
 RECIPE_KEYS = ("trainer_recipe", "engine_recipe")
 INT_KEYS = ("prompts", "prompt_len", "greedy_steps")

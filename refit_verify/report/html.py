@@ -18,7 +18,8 @@ pre{padding:8px;overflow-x:auto;white-space:pre-wrap} .pass,.ok{color:#1e8449}.f
 .banner{background:#fdebd0;border:1px solid #e59866;padding:8px 12px;border-radius:4px}
 .first{border:2px solid #999;border-radius:6px;padding:10px 16px;margin:8px 0 16px}
 .first.pass{border-color:#1e8449;background:#eafaf1;color:#222}.first.fail,.first.error,.first.incomplete{border-color:#c0392b;background:#fdedec;color:#222}
-.first .word{font-size:28px;font-weight:700} .first ul{margin:4px 0}
+.first .word{font-size:28px;font-weight:700} .first .gate{font-size:16px;font-weight:600} .first ul{margin:4px 0}
+.first.pass.gatefail{border-color:#b9770e;background:#fef5e7}
 .whatif{border:1px dashed #7f8c8d;background:#f8f9f9;padding:4px 12px;margin:12px 0;border-radius:4px}
 .whatif h3::before{content:"What-if, not part of the verdict: ";color:#7f8c8d;font-weight:400}
 img{max-width:100%;border:1px solid #eee;margin:6px 0} details{margin:6px 0} summary{cursor:pointer;color:#2471a3}
@@ -55,8 +56,12 @@ def _verdict(v: str) -> str:
 
 def _first_screen(screen) -> str:
     """Verdict, what was compared, the worst gated figure against its threshold, the gate's warnings."""
-    p = [f"<section id='verdict' class='first {escape(screen.verdict)}'>",
-         f"<div class='word'>{_verdict(screen.verdict)}</div>", f"<div>{escape(screen.compared)}</div>"]
+    gate_fails = screen.gate == "fail" and screen.verdict == "pass"
+    p = [f"<section id='verdict' class='first {escape(screen.verdict)}{' gatefail' if gate_fails else ''}'>",
+         f"<div class='word'>{_verdict(screen.verdict)}</div>",
+         f"<div class='gate'>refit-verify gate: {_verdict(screen.gate)}"
+         + (f" ({len(screen.failures)} reason(s) below; the checks passed, a figure breaks the policy)" if gate_fails else "")
+         + "</div>", f"<div>{escape(screen.compared)}</div>"]
     w = screen.worst
     if w is not None:
         p.append(f"<div>Worst gated figure: <b>{escape(w.metric)}</b> = {escape(fmt_value(w.value))} "

@@ -49,7 +49,8 @@ def render(data: dict) -> str:
 
     verdict = data.get("verdict", "incomplete")
     screen = first_screen(data)
-    lines = [f"## refit-verify {data.get('kind', 'run')}: {ICON.get(verdict, verdict)}", ""] + _first_lines(screen)
+    lines = [f"## refit-verify {data.get('kind', 'run')}: {ICON.get(verdict, verdict)} · gate: {ICON[screen.gate]}",
+             ""] + _first_lines(screen)
     if data.get("status") != "complete":
         why = data.get("interrupted") or "still running or killed"
         lines += [f"> ⚠️ **Report incomplete** ({_cell(why)}). Not run: {', '.join(data.get('not_run', [])) or '—'}", ""]

@@ -37,6 +37,12 @@ class FirstScreen:
     failures: list[str] = field(default_factory=list)
 
     @property
+    def gate(self) -> str:
+        """What `refit-verify gate` says of this report under the default policy: 'pass' or 'fail'. A run can
+        pass (every job's check held) while the gate fails on a figure, so the first screen says both."""
+        return "fail" if self.failures else "pass"
+
+    @property
     def worst(self) -> Optional[GatedFigure]:
         order = {"fail": 2, "warn": 1, "ok": 0}
         return max(self.gated, key=lambda g: (order[g.status], g.closeness), default=None)

@@ -385,7 +385,7 @@ def write(matrix: dict, out: Path) -> Path:
     return out / "killmatrix.md"
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="refit-verify selftest",
                                 description="Run each mutant against its declared killers and print the kill matrix.")
     p.add_argument("names", nargs="*", help="only mutants whose name contains one of these")
@@ -398,7 +398,11 @@ def main(argv=None) -> int:
     p.add_argument("--full", action="store_true", default=os.environ.get("REFIT_VERIFY_SELFTEST_FULL") == "1",
                    help="run every mutant against the whole PR suite and list the PR checks no mutant fails "
                         "(slow; also REFIT_VERIFY_SELFTEST_FULL=1)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     mutants = select(args.names + args.mutant, args.lane)
     if args.list:
         for m in mutants:
@@ -411,8 +415,8 @@ def main(argv=None) -> int:
     matrix = run_matrix(mutants, args.full, args.jobs, ["-x"] if args.first_kill else [], args.lane,
                         on_progress=lambda partial: write(partial, out))
     md = write(matrix, out)
-    print(to_markdown(matrix))
-    print(f"\n{summary_line(matrix)}\nkill matrix written to {md}")
+    print(to_markdown(matrix))  # ends with the summary line
+    print(f"kill matrix written to {md}")
     return 0 if matrix["ok"] else 1
 
 

@@ -25,7 +25,8 @@ def test_wrong_quantizer_fails_with_first_mismatch_and_repro():
     fails = {c.case: c for c in res.failures()}
     assert "edge_pad_1x129" in fails
     f = fails["edge_pad_1x129"]
-    assert f.verdict == "fail" and f.first_mismatch["block"] == (0, 0) and "edge_pad_1x129" in f.reason
+    assert f.verdict == "fail" and f.first_mismatch["block"] == (0, 0) and f.case == "edge_pad_1x129"
+    assert "edge_pad_1x129" not in f.reason  # the case is named by f.case; the reason does not repeat it
     assert f.repro == f"refit-verify check --case edge_pad_1x129 --seed {f.seed}"
 
 

@@ -119,6 +119,21 @@ def test_first_screen_names_worst_figure_threshold_and_warnings():
     assert "Gate warnings (1)" in first
 
 
+def test_first_screen_says_when_the_gate_fails_a_passing_run():
+    """SmolLM2's default run: every job passes, gen_kl_error breaks the policy. The first screen and the
+    report.md headline say both, so a green PASS never hides `refit-verify gate` exiting 1."""
+    from refit_verify.report import markdown
+
+    data = report_data("pass")
+    data["jobs"][0]["figures"][0]["value"] = 0.0117  # gen_kl_error above max 0.003
+    html = html_mod.render(data)
+    first = html[html.index("id='verdict'"):html.index("</section>")]
+    assert "class='first pass gatefail'" in html and 'refit-verify gate: <span class="fail">FAIL</span>' in first, first
+    assert markdown.render(data).splitlines()[0] == "## refit-verify run: ✅ pass · gate: ❌ fail"
+    clean = html_mod.render(report_data("pass"))
+    assert 'refit-verify gate: <span class="pass">PASS</span>' in clean and "class='first pass'>" in clean
+
+
 def test_block_axes_have_integer_ticks():
     job = report_data()["jobs"][0]
     job["tables"] = {"block_mismatch": job["tables"]["block_mismatch"]}
