@@ -52,3 +52,56 @@ MUTANTS = [
            {"refit_verify.fp8.recipe_io:recipe_to_toml": _toml_without_source}, area="recipes",
            killers=(f"{IO}::test_every_preset_round_trips_through_toml", f"{IO}::test_toml_names_every_field")),
 ]
+
+MUTANTS.append(
+    Mutant("e4m3_max_fnuz", "the E4M3 maximum taken from float8_e4m3fnuz (240, ROCm) instead of float8_e4m3fn "
+           "(448): every block's scale is 448/240 too large and its codes shift",
+           {"refit_verify.fp8.format:E4M3_MAX": lambda original: 240.0}, area="fp8",
+           killers=(f"{SRC}::test_codes_and_scales_match_hand_derivation",
+                    f"{HAND}::test_codes_and_scales_match_hand_derivation")))
+
+P = "refit_verify.fp8.presets"
+Q = "refit_verify.fp8.quantize"
+
+
+def _amax_without_nan(original):
+    def amax(tiles, r):
+        import torch
+
+        return original(torch.nan_to_num(tiles, nan=0.0) if tiles.is_floating_point() else tiles, r)
+    return amax
+
+
+def _scales_ignoring(**changes):
+    def factory(original):
+        def scales_for_amax(amax, r, in_dtype=None, descale=None):
+            import torch
+
+            return original(amax, r.replace(**changes), torch.float32 if in_dtype is None else in_dtype, descale)
+        return scales_for_amax
+    return factory
+
+
+MUTANTS += [
+    Mutant("presets_resolve_to_default", "preset names looked up in a stale table that falls back to the "
+           "default: every named preset quantizes as vllm_per_block",
+           {f"{P}:_named": lambda original: (lambda name: original("vllm_per_block") if isinstance(name, str)
+                                             and name not in ("vllm_per_block", "no_such_recipe") else original(name))},
+           area="recipes",
+           killers=(f"{SRC}::test_each_preset_differs_from_vllm_per_block_where_the_table_says",
+                    f"{SRC}::test_check_passes_against_an_independent_adapter_of_the_real_code")),
+    Mutant("amax_drops_nan", "block amax reduced with a NaN-dropping max (CUDA fmaxf returns the other operand): "
+           "a NaN weight no longer poisons its block's scale",
+           {f"{Q}:_amax": _amax_without_nan}, area="fp8",
+           killers=(f"{SRC}::test_codes_and_scales_match_hand_derivation",
+                    f"{HAND}::test_codes_and_scales_match_hand_derivation")),
+    Mutant("zero_amax_fixup_dropped", "the `scale = 1 where amax == 0` fix-up (NeMo-RL, verl, TE) forgotten: "
+           "an all-zero block gets scale 448/0 = inf and stores scale_inv 0",
+           {f"{Q}:scales_for_amax": _scales_ignoring(zero_amax_scale_one=False)}, area="fp8",
+           killers=(f"{SRC}::test_codes_and_scales_match_hand_derivation",
+                    f"{HAND}::test_codes_and_scales_match_hand_derivation")),
+    Mutant("scale_min_dropped", "the lower bound on the descale (compressed-tensors' eps, vLLM's native activation "
+           "path) skipped: tiny and zero blocks store a smaller scale than the implementation",
+           {f"{Q}:scales_for_amax": _scales_ignoring(scale_min=None)}, area="fp8",
+           killers=(f"{SRC}::test_codes_and_scales_match_hand_derivation",)),
+]
