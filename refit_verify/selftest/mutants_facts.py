@@ -58,7 +58,8 @@ MUTANTS.append(
            "(448): every block's scale is 448/240 too large and its codes shift",
            {"refit_verify.fp8.format:E4M3_MAX": lambda original: 240.0}, area="fp8",
            killers=(f"{SRC}::test_codes_and_scales_match_hand_derivation",
-                    f"{HAND}::test_codes_and_scales_match_hand_derivation")))
+                    f"{HAND}::test_codes_and_scales_match_hand_derivation",
+                    "suites/pr/test_loader_golden.py::test_shards_are_vllm_per_block_of_x")))
 
 P = "refit_verify.fp8.presets"
 Q = "refit_verify.fp8.quantize"
@@ -104,4 +105,42 @@ MUTANTS += [
            "path) skipped: tiny and zero blocks store a smaller scale than the implementation",
            {f"{Q}:scales_for_amax": _scales_ignoring(scale_min=None)}, area="fp8",
            killers=(f"{SRC}::test_codes_and_scales_match_hand_derivation",)),
+]
+
+GOLDEN_LOADER = "suites/pr/test_loader_golden.py"
+LOADER = "refit_verify.refit.loader"
+
+
+def _offsets_reversed(original):
+    def offsets(self):
+        out, acc = [0] * len(self.spec.shards), 0
+        for i in reversed(range(len(self.spec.shards))):  # the bug: shards stacked last-first
+            out[i] = acc
+            acc += self.spec.shards[i].rows
+        return out
+    return property(offsets)
+
+
+def _first_scale_column_only(original):
+    def write_scale(dst, src):
+        dst[:, :1].copy_(src[:, :1].to(dst.dtype))
+    return write_scale
+
+
+MUTANTS += [
+    Mutant("fused_shards_reversed", "a fused linear's shards stacked last-first (v, k, q / up, gate): every "
+           "shard's codes and scale rows land in another shard's rows",
+           {f"{LOADER}:EngineLinear.offsets": _offsets_reversed}, area="loader",
+           killers=(f"{GOLDEN_LOADER}::test_vllm_placement_reproduces_real_loader",
+                    f"{GOLDEN_LOADER}::test_exact_placement_loads_every_split_with_own_scales",
+                    f"{GOLDEN_LOADER}::test_silent_misscale_rows_carry_the_k_scale")),
+    Mutant("scale_first_column_only", "a shard's weight_scale_inv copied for its first K block only: the other "
+           "K blocks keep the placeholder fill",
+           {"refit_verify.refit.placement:write_scale": _first_scale_column_only}, area="loader",
+           killers=(f"{GOLDEN_LOADER}::test_vllm_placement_reproduces_real_loader",
+                    f"{GOLDEN_LOADER}::test_exact_placement_loads_every_split_with_own_scales")),
+    Mutant("shape_exemption_inverted", "allow_fp8_block_shape_mismatch set with its sense inverted: merged "
+           "layers with an odd partition validated, every other layer exempted",
+           {f"{LOADER}:vllm_shape_exempt": lambda original: (lambda spec, block_n: not original(spec, block_n))},
+           area="loader", killers=(f"{GOLDEN_LOADER}::test_shape_exemption_matches_vllm",)),
 ]
