@@ -144,3 +144,35 @@ MUTANTS += [
            {f"{LOADER}:vllm_shape_exempt": lambda original: (lambda spec, block_n: not original(spec, block_n))},
            area="loader", killers=(f"{GOLDEN_LOADER}::test_shape_exemption_matches_vllm",)),
 ]
+
+
+def _requant_rows_need_128(original):
+    def deepgemm_requant_applies(ue8m0, n, k, output_dtype=None):
+        import torch
+
+        dtype = torch.bfloat16 if output_dtype is None else output_dtype
+        return original(ue8m0, n, k, dtype) and n % 128 == 0  # the bug: N held to the K rule
+    return deepgemm_requant_applies
+
+
+def _coerce_without_field(original):
+    def coerce(field, value, where):
+        from refit_verify.errors import BadInputError
+
+        try:
+            return original(field, value, where)
+        except BadInputError:
+            raise BadInputError(f"{where}: bad value {value!r}") from None  # the bug: the field is not named
+    return coerce
+
+
+MUTANTS += [
+    Mutant("requant_rows_need_128", "DeepGEMM's UE8M0 requant condition read as N % 128 (it is N % 64, K % 128): "
+           "a 576-row (DeepSeek kv_a) or 3392-row layer is left with its float scales",
+           {"refit_verify.refit.postload:deepgemm_requant_applies": _requant_rows_need_128}, area="loader",
+           killers=("suites/pr/test_loader.py::test_deepgemm_requant_condition",)),
+    Mutant("recipe_value_error_unnamed", "a recipe file or override with a bad value ('reflect', 'yes', 'tiny') is "
+           "refused without naming the field",
+           {"refit_verify.fp8.recipe_io:_coerce": _coerce_without_field}, area="recipes",
+           killers=(f"{IO}::test_bad_recipe_files_name_the_field",)),
+]
