@@ -127,6 +127,8 @@ def _mx_groups(gen):
     x[2, 7] = float("inf")
     x[3, :32] = 1e-40
     x[4, :32] = x[4, :32] * 1e-37
+    x[5:10, :32] *= 2.0**-30  # the boundary value below must be its group's amax
+    x[11, :32] *= 2.0**-30
     x[5, 0] = 448.0 * 2.0**-20
     x[6, 0] = float(torch.nextafter(torch.tensor(448.0 * 2.0**-20), torch.tensor(1.0)))
     x[7, 0] = 448.0

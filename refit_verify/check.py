@@ -19,6 +19,7 @@ from refit_verify.compare.bitwise import compare_fp8, normalize_scale
 from refit_verify.compare.metrics import error_metrics
 from refit_verify.errors import RecipeFailure
 from refit_verify.fp8 import dequantize, get_recipe, quantize
+from refit_verify.fp8 import format as fmt
 from refit_verify.results import JobResult
 from refit_verify.usercode import UserExit, call_user, describe_user_exception
 
@@ -73,14 +74,19 @@ def _type_name(x) -> str:
 EXACT_SCALE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def as_pair(out, name):
-    """(fp8_data, scale_inv) from the user's return value, or UserOutputError saying what came back."""
+def as_pair(out, name, e8m0: bool = False):
+    """(fp8_data, scale_inv) from the user's return value, or UserOutputError saying what came back.
+
+    `e8m0` (an MXFP8 recipe): E8M0 scale bytes (uint8 or float8_e8m0fnu, as vLLM/TE/flashinfer return them)
+    are accepted and read as the powers of two they encode (0xFF is NaN)."""
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
         got = f"a {type(out).__name__} of {len(out)}" if isinstance(out, (tuple, list)) else _type_name(out)
         raise UserOutputError(f"{name}: quantizer must return (fp8_data, scale_inv), got {got}")
     data, scale = out
     if not isinstance(data, torch.Tensor) or data.dtype not in (torch.float8_e4m3fn, torch.uint8):
         raise UserOutputError(f"{name}: fp8_data must be float8_e4m3fn (or its uint8 view), got {_type_name(data)}")
+    if e8m0 and isinstance(scale, torch.Tensor) and scale.dtype in fmt.E8M0_DTYPES:
+        return data, fmt.e8m0_to_scale(scale.view(torch.uint8))
     if not isinstance(scale, torch.Tensor) or scale.dtype not in EXACT_SCALE_DTYPES:
         # the contract (and `diff`, and the engine's weight_scale_inv) is float32; a float64 scale
         # would be rounded on the way to the engine, so comparing it after .float() would hide that
@@ -120,7 +126,7 @@ def check_case(impl: QuantizerFn, recipe, case: Case, repro: str = "", run=run_u
         verb = "failed:" if isinstance(out, UserExit) and getattr(out, "description", None) else "raised"
         return CaseResult(verdict="error", reason=f"quantizer {verb} {describe_user_exception(out)}", **base)
     try:
-        data, scale = as_pair(out, case.name)
+        data, scale = as_pair(out, case.name, e8m0=r.block == (1, 32))
     except UserOutputError as exc:
         return CaseResult(verdict="error", reason=f"wrong return type: {exc}", **base)
     if isinstance(ref, RecipeFailure):

@@ -24,6 +24,7 @@ import torch
 from refit_verify.cases import Case, case_set
 from refit_verify.errors import RecipeFailure
 from refit_verify.fp8 import PRESETS, quantize, recipe_diff
+from refit_verify.fp8 import format as fmt
 from refit_verify.fp8.recipe import Recipe
 from refit_verify.usercode import call_user
 
@@ -31,19 +32,20 @@ from refit_verify.usercode import call_user
 SEARCH_SPACE: dict[str, tuple] = {
     "padding": ("zero", "edge", "none"),
     "amax_floor": (None, 0.0, 1e-4, 1e-10, 1e-12),
-    "scale_form": ("descale", "scale", "scale_f64", "scale_div"),
+    "scale_form": ("descale", "scale", "scale_f64", "scale_div", "descale_rcp"),
     "zero_amax_scale_one": (False, True),
     "inf_scale": ("propagate", "one", "fmax", "fmax_input"),
-    "pow2": ("none", "float_ceil", "float_ceil_exp2", "bits_ceil", "nemo_e8m0", "te_frexp", "mx_e8m0"),
+    "pow2": ("none", "float_ceil", "float_ceil_exp2", "bits_ceil", "nemo_e8m0", "te_frexp", "mx_e8m0", "te_e8m0"),
     "scale_min": (None,),
     "quantize_op": ("mul_reciprocal", "div", "mul_scale"),
     "clamp": (False, True),
-    "nan_policy": ("propagate", "zero", "raise"),
+    "nan_policy": ("propagate", "zero", "raise", "ignore_in_amax"),
     "upcast_input": (False, True),
     "scale_compute_dtype": ("float32", "input"),
     "quantize_dtype": ("float32", "input"),
     "add_zero_point": (False, True),
     "scale_dtype": ("float32", "bfloat16"),
+    "e8m0_byte0_to_1": (False, True),
 }
 
 
@@ -84,6 +86,8 @@ class FitResult:
 
 def _normalize(out):
     data, scale = out
+    if scale.dtype in fmt.E8M0_DTYPES:  # MXFP8 scale bytes: the powers of two they encode
+        scale = fmt.e8m0_to_scale(scale.view(torch.uint8))
     if scale.dim() == 3 and scale.shape[-1] == 1:
         scale = scale.squeeze(-1)
     codes = data.view(torch.uint8) if data.dtype != torch.uint8 else data

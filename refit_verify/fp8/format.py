@@ -59,6 +59,34 @@ def mx_e8m0_scale(descale: torch.Tensor) -> torch.Tensor:
     return torch.exp2(torch.clamp(torch.ceil(torch.log2(descale)), -127.0, 127.0))
 
 
+E4M3_MAX_RCP_F32 = float(torch.tensor(1.0 / E4M3_MAX, dtype=torch.float32))  # rounds up: > 1/448
+
+
+def te_e8m0_byte(v: torch.Tensor) -> torch.Tensor:
+    """TransformerEngine's float_to_e8m0 (tests/cpp/test_common.h) on float32 bits, as int32 bytes.
+
+    The exponent field, plus one when any mantissa bit is set (an exact ceil), except: exponent 0xFE
+    stays (satfinite), a subnormal <= 2**-127 stays at byte 0 (byte 0 *is* 2**-127); 0 -> 0,
+    +inf -> 0xFE, NaN -> 0xFF. v >= 0 (an amax times a positive constant).
+    """
+    bits = v.float().contiguous().view(torch.int32)
+    exponent = (bits >> 23) & 0xFF
+    mantissa = bits & 0x7FFFFF
+    up = (mantissa > 0) & (exponent != 0xFE) & ~((exponent == 0) & (mantissa <= 0x400000))
+    byte = exponent + up.int()
+    byte = torch.where(torch.isinf(v), torch.full_like(byte, 0xFE), byte)
+    return torch.where(torch.isnan(v), torch.full_like(byte, 0xFF), byte)
+
+
+def te_e8m0_scale(v: torch.Tensor) -> torch.Tensor:
+    """The power of two TE's byte stands for, float32 (byte 0 -> 2**-127, 0xFF -> NaN)."""
+    return e8m0_to_scale(te_e8m0_byte(v)).reshape(v.shape)
+
+
+# how implementations hand back MXFP8 scales: the E8M0 byte as uint8, or torch's float8_e8m0fnu
+E8M0_DTYPES = tuple(d for d in (torch.uint8, getattr(torch, "float8_e8m0fnu", None)) if d is not None)
+
+
 def e8m0_bytes(scale: torch.Tensor) -> torch.Tensor:
     """float32 powers of two -> E8M0 bytes (biased exponent, 127 = 1.0); NaN -> 0xFF (OCP MX NaN)."""
     s = scale.float()

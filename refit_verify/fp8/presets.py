@@ -10,9 +10,13 @@ VLLM_PER_BLOCK = Recipe(
     amax_floor=1e-4,
     scale_form="descale",
     quantize_op="mul_reciprocal",
-    source="vllm/utils/deep_gemm.py per_block_cast_to_fp8 (vLLM 0.33)",
+    source="vllm-project/vllm vllm/utils/deep_gemm.py per_block_cast_to_fp8 (use_ue8m0=False) @v0.33.0",
 )
-VLLM_PER_BLOCK_UE8M0 = VLLM_PER_BLOCK.replace(name="vllm_per_block_ue8m0", pow2="float_ceil")
+VLLM_PER_BLOCK_UE8M0 = VLLM_PER_BLOCK.replace(
+    name="vllm_per_block_ue8m0", pow2="float_ceil",
+    source="vllm-project/vllm vllm/utils/deep_gemm.py per_block_cast_to_fp8(use_ue8m0=True), float "
+    "2**ceil(log2(sf)) @v0.33.0",
+)
 
 NEMO_RL = Recipe(
     name="nemo_rl",
@@ -24,9 +28,12 @@ NEMO_RL = Recipe(
     quantize_op="mul_scale",
     clamp=True,
     crop_as_view=True,
-    source="nemo_rl cast_tensor_to_fp8_blockwise (loader side and trainer-side refit copy)",
+    source="NVIDIA-NeMo/RL nemo_rl/models/generation/fp8.py cast_tensor_to_fp8_blockwise "
+    "@381cc6b095f2bec5e4e85a844de41221d16a8cbe (and vllm/quantization/fp8.py @c12caf81cbc4; loader side "
+    "and trainer-side refit copy)",
 )
-NEMO_RL_POW2 = NEMO_RL.replace(name="nemo_rl_pow2", pow2="nemo_e8m0")
+NEMO_RL_POW2 = NEMO_RL.replace(name="nemo_rl_pow2", pow2="nemo_e8m0",
+                               source=NEMO_RL.source + ", use_weight_pow2_scale=True")
 NEMO_RL_NAN_TO_NUM = NEMO_RL.replace(
     name="nemo_rl_nan_to_num", nan_policy="zero", source=NEMO_RL.source + ", later revision with nan_to_num"
 )
@@ -34,7 +41,9 @@ NEMO_RL_NAN_TO_NUM = NEMO_RL.replace(
 # DeepGEMM without UE8M0 is the vLLM formula exactly (vLLM copied it), so only the bit-based
 # UE8M0 variant is a preset of its own: that rounding is what sets DeepGEMM apart.
 DEEPGEMM = VLLM_PER_BLOCK.replace(
-    name="deepgemm", pow2="bits_ceil", source="DeepGEMM per_block_cast_to_fp8(use_ue8m0=True)"
+    name="deepgemm", pow2="bits_ceil",
+    source="deepseek-ai/DeepGEMM deep_gemm/utils/math.py per_block_cast_to_fp8(use_ue8m0=True), ceil_to_ue8m0 "
+    "@38939a4c494ce6e904b54da94a1183955a5e9497"
 )
 
 TRANSFORMER_ENGINE = Recipe(
@@ -57,7 +66,9 @@ TORCHAO = Recipe(
     amax_floor=1e-12,
     scale_form="scale_f64",
     quantize_op="mul_scale",
-    source="torchao blockwise fp8 weight quantization",
+    source="pytorch/ao blockwise fp8 weight quantization (path and revision never pinned: 448/amax in float64 "
+    "as torchao's prototype kernels compute it; torchao/prototype/blockwise_fp8_training/kernels.py "
+    "torch_blockwise_scale_weight_quant also clamps, needs divisible shapes and returns s, not 1/s)",
 )
 
 # --- RL frameworks' trainer-side quantizers (docs/RECIPES.md: sources and where each differs) ---
@@ -146,9 +157,37 @@ MXFP8_VLLM = Recipe(
     pow2="mx_e8m0",
     quantize_op="div",
     clamp=False,
-    source="vLLM 0.33 model_executor/layers/quantization/utils/mxfp8_utils.py _mxfp8_e4m3_quantize_torch "
+    source="vllm-project/vllm vllm/model_executor/layers/quantization/utils/mxfp8_utils.py "
+    "_mxfp8_e4m3_quantize_torch @v0.33.0 "
     "(the path off Blackwell/flashinfer): K % 32 == 0, amax.clamp(min=tiny), ceil(log2(amax/448)) + 127 "
     "clamped to [0, 254] as uint8, x / exp2(byte - 127), no clamp",
+)
+# TransformerEngine's MXFP8 reference (the C++ test oracle every TE MXFP8 kernel is held to): the amax
+# skips NaN (std::max), times float32(1/448), TE's own float_to_e8m0 bit rule, x * 2**(127 - byte),
+# saturating cast (static_cast to __nv_fp8_e4m3 is satfinite). A partial last group (K % 32) is
+# quantized over the elements present, which is zero padding.
+MXFP8_TE = Recipe(
+    name="mxfp8_te",
+    block=(1, 32),
+    padding="zero",
+    amax_floor=None,
+    scale_form="descale_rcp",
+    pow2="te_e8m0",
+    quantize_op="mul_reciprocal",
+    clamp=True,
+    nan_policy="ignore_in_amax",
+    source="NVIDIA/TransformerEngine tests/cpp/operator/test_cast_mxfp8.cu compute_ref (rowwise, CAST_ONLY) "
+    "@02e278fd821a2daf52d1641777d0c2724eaef659 + tests/cpp/test_common.h float_to_e8m0, exp2f_rcp "
+    "@024ef1585311d543b7e7c683bd08264fb10bc92c",
+)
+# NeMo-RL's MXFP8 refit quantizes with vLLM's mxfp8_e4m3_quantize (its torch path off Blackwell) and then
+# rewrites every E8M0 scale byte 0 to 1, the codes untouched.
+MXFP8_NEMO_RL = MXFP8_VLLM.replace(
+    name="mxfp8_nemo_rl",
+    e8m0_byte0_to_1=True,
+    source="NVIDIA-NeMo/RL nemo_rl/models/generation/vllm/quantization/fp8.py quantize_mxfp8_weight "
+    "(is_mx refit, refit_prequantize off; main after PR #1887 'MXFP8 rollout support', 2026; the index "
+    "holds no commit id for that version) over vLLM mxfp8_utils.mxfp8_e4m3_quantize",
 )
 
 # Implementations that are exactly an existing preset: the name resolves to that recipe (the facts are
@@ -171,7 +210,8 @@ VLLM_ACT_GROUP = Recipe(
     scale_form="descale",
     quantize_op="div",
     clamp=True,
-    source="vLLM per-token-group activation quant (Triton/CUDA kernels)",
+    source="vllm-project/vllm vllm/model_executor/layers/quantization/utils/fp8_utils.py "
+    "per_token_group_quant_fp8 (Triton/CUDA kernels, eps 1e-10) @v0.33.0",
 )
 VLLM_ACT_GROUP_UE8M0 = VLLM_ACT_GROUP.replace(name="vllm_act_group_ue8m0", pow2="float_ceil")
 # The native path zero-pads K up to a whole group and crops the codes back (F.pad then slice), where
@@ -185,7 +225,8 @@ VLLM_ACT_GROUP_NATIVE = Recipe(
     scale_min=1.0 / (448.0 * 512.0),
     quantize_op="div",
     clamp=True,
-    source="vLLM QuantFP8 native torch path, per-token groups",
+    source="vllm-project/vllm vllm/model_executor/layers/quantization/input_quant_fp8.py "
+    "QuantFP8._quantize_group_native @v0.33.0",
 )
 VLLM_ACT_GROUP_NATIVE_UE8M0 = VLLM_ACT_GROUP_NATIVE.replace(
     name="vllm_act_group_native_ue8m0", pow2="float_ceil_exp2"
@@ -212,6 +253,8 @@ PRESETS: dict[str, Recipe] = {
         TORCHAO_FLOAT8TENSOR,
         COMPRESSED_TENSORS,
         MXFP8_VLLM,
+        MXFP8_TE,
+        MXFP8_NEMO_RL,
         VLLM_ACT_GROUP,
         VLLM_ACT_GROUP_UE8M0,
         VLLM_ACT_GROUP_NATIVE,

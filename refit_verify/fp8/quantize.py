@@ -75,8 +75,8 @@ def scales_for_amax(amax: torch.Tensor, r: Recipe, in_dtype=torch.float32,
     the real implementations write `448.0 / amax` and `1.0 / sf`, so the same expressions are kept.
     `descale`, when given, is amax / MAX already evaluated in the input dtype (scale_compute_dtype).
     """
-    if r.scale_form == "descale":
-        sf = amax / fmt.E4M3_MAX if descale is None else descale
+    if r.scale_form in ("descale", "descale_rcp"):
+        sf = _descale(amax, r, descale)
         # vLLM's native activation path floors the scale before UE8M0 rounding: its golden
         # zero group stores 2**-17 = ceil_pow2(1/(448*512)), not the floor itself.
         if r.scale_min is not None:
@@ -93,6 +93,8 @@ def scales_for_amax(amax: torch.Tensor, r: Recipe, in_dtype=torch.float32,
             sf = torch.reciprocal(fmt.pow2_floor_frexp(fmt.E4M3_MAX / amax))
         elif r.pow2 == "mx_e8m0":
             sf = fmt.mx_e8m0_scale(sf)
+        elif r.pow2 == "te_e8m0":
+            sf = fmt.te_e8m0_scale(sf)
         if r.quantize_op == "mul_reciprocal":
             return 1.0 / sf, sf
         if r.quantize_op == "div":
@@ -126,6 +128,14 @@ def scales_for_amax(amax: torch.Tensor, r: Recipe, in_dtype=torch.float32,
     return s, torch.reciprocal(s)
 
 
+def _descale(amax: torch.Tensor, r: Recipe, descale: torch.Tensor | None) -> torch.Tensor:
+    if descale is not None:
+        return descale
+    if r.scale_form == "descale_rcp":  # TE: amax * float32(1/448), one rounding of a rounded constant
+        return amax * torch.tensor(fmt.E4M3_MAX_RCP_F32, dtype=torch.float32)
+    return amax / fmt.E4M3_MAX
+
+
 def _quantize_blocks(x: torch.Tensor, r: Recipe):
     m, n = x.shape
     bm, bn = r.block
@@ -152,17 +162,22 @@ def _quantize_blocks(x: torch.Tensor, r: Recipe):
         q = q.contiguous()
     if r.scale_dtype == "bfloat16":
         scale_inv = scale_inv.to(torch.bfloat16).float()
+    if r.e8m0_byte0_to_1:  # after the codes: only the stored scale moves (NeMo-RL's MXFP8 refit)
+        scale_inv = torch.where(scale_inv == 2.0**-127, torch.full_like(scale_inv, 2.0**-126), scale_inv)
     return q, scale_inv.reshape(pm // bm, pn // bn)
 
 
 def _amax(tiles: torch.Tensor, r: Recipe):
     """(float32 block amax after the floor, descale in the input dtype or None)."""
+    mag = tiles.abs()
+    if r.nan_policy == "ignore_in_amax":  # fmaxf / std::max(amax, x): a NaN never wins
+        mag = torch.where(torch.isnan(mag), torch.zeros_like(mag), mag)
     if r.scale_compute_dtype == "input":
-        a = tiles.abs().amax(dim=(2, 3), keepdim=True)
+        a = mag.amax(dim=(2, 3), keepdim=True)
         if r.amax_floor is not None:
             a = a.clamp(min=r.amax_floor)
         return a.float(), (a / fmt.E4M3_MAX).float()
-    amax = tiles.abs().float().amax(dim=(2, 3), keepdim=True)
+    amax = mag.float().amax(dim=(2, 3), keepdim=True)
     if r.amax_floor is not None:
         amax = amax.clamp(min=r.amax_floor)
     return amax, None

@@ -6,7 +6,7 @@ The fields are applied in this order by ``quantize``:
   upcast -> nan policy -> pad -> tile -> (nan_to_num) -> amax -> amax_floor
   -> scale (scale_form in scale_compute_dtype, with zero/inf fix-ups) -> scale_min -> pow2
   -> elementwise quantize (quantize_op, rounded to quantize_dtype) -> (+ zero point) -> clamp -> cast
-  -> untile -> crop (contiguous or view); scale_inv stored in scale_dtype
+  -> untile -> crop (contiguous or view); scale_inv stored in scale_dtype (then e8m0_byte0_to_1)
 """
 
 from __future__ import annotations
@@ -19,14 +19,20 @@ Padding = Literal["zero", "edge", "none"]
 # descale: sf = amax / MAX is computed and stored; scale: s = MAX / amax is computed, 1/s stored.
 # scale_div: s = torch.div(MAX, amax), one correctly rounded division (TransformerEngine), where
 # "scale" is the `MAX / amax` spelling torch evaluates as reciprocal(amax) * MAX (two roundings).
-ScaleForm = Literal["descale", "scale", "scale_f64", "scale_div"]
+# descale_rcp: sf = amax * float32(1/MAX), a multiply by the rounded reciprocal (TransformerEngine's MXFP8
+# reference: `amax * Quantized_Limits::max_reciprocal()`).
+ScaleForm = Literal["descale", "scale", "scale_f64", "scale_div", "descale_rcp"]
 # float_ceil: torch.pow(2.0, ceil(log2 s)) (vLLM weights); float_ceil_exp2: torch.exp2(ceil(log2 s)) (vLLM's
 # native activation path). Equal on every finite scale; they differ in the sign bit of a NaN scale.
 # mx_e8m0: MXFP8's E8M0 rule as vLLM's torch path writes it: exp2(clamp(ceil(log2(amax/448)), -127, 127)),
 # the biased exponent clamp(.., 0, 254) being the stored uint8 byte.
-Pow2 = Literal["none", "float_ceil", "float_ceil_exp2", "bits_ceil", "nemo_e8m0", "te_frexp", "mx_e8m0"]
+# te_e8m0: TransformerEngine's float_to_e8m0 on the float32 bits: exact ceil to a power of two, 0 and values
+# <= 2**-127 -> byte 0, +inf -> 254 (satfinite), NaN -> 255; no float log2, so no rounding down.
+Pow2 = Literal["none", "float_ceil", "float_ceil_exp2", "bits_ceil", "nemo_e8m0", "te_frexp", "mx_e8m0", "te_e8m0"]
 QuantizeOp = Literal["mul_reciprocal", "div", "mul_scale"]
-NanPolicy = Literal["propagate", "zero", "raise"]
+# ignore_in_amax: a NaN element does not enter its block's amax (fmaxf / std::max semantics, TransformerEngine);
+# it still becomes a NaN code, its neighbours are quantized with the scale of the finite values.
+NanPolicy = Literal["propagate", "zero", "raise", "ignore_in_amax"]
 # fmax: FLT_MAX where s == inf; fmax_input: finfo(input dtype).max there (TransformerEngine's x_dtype).
 InfScale = Literal["propagate", "one", "fmax", "fmax_input"]
 # "input": evaluated in the input's dtype (a bf16 weight gives a bf16-rounded result), as torch does
@@ -66,6 +72,10 @@ class Recipe:
     # The dtype scale_inv is sent in (AReaL sends bfloat16): values are rounded to it; the container
     # the harness returns stays float32, as the engine's float32 parameter holds them.
     scale_dtype: ScaleDtype = "float32"
+    # A stored scale of 2**-127 (E8M0 byte 0) is stored as 2**-126 (byte 1) AFTER the codes were computed
+    # with 2**-127 (NeMo-RL's MXFP8 refit: the TRTLLM kernel refuses byte 0). Zero groups keep their
+    # value; a tiny non-zero group dequantizes to twice its value.
+    e8m0_byte0_to_1: bool = False
     source: str = ""
 
     def __post_init__(self):

@@ -50,16 +50,13 @@ def read_checkpoint(path) -> dict:
 
 def cmd_expect(args) -> int:
     from refit_verify.live.expect import expect
+    from refit_verify.live.expect_sharded import config_for
 
     layout = Layout(tp=args.tp, ep=args.ep, pp=args.pp)
     weights = read_checkpoint(args.checkpoint)
-    if layout.is_single:
-        doc = expect(weights, args.recipe, layout, sample=_sample(args))
-    else:  # per-rank slicing, replication and expert ownership as the sharded reference engine holds them
-        from refit_verify.live.expect_sharded import config_for, expect_sharded
-
-        cfg = config_for(args.checkpoint, args.config)
-        doc = expect_sharded(weights, cfg, args.recipe, layout, sample=_sample(args))
+    # more than one rank: what each holds depends on the model's heads and experts (the config)
+    cfg = None if layout.is_single else config_for(args.checkpoint, args.config)
+    doc = expect(weights, args.recipe, layout, config=cfg, sample=_sample(args))
     return _write_and_say(doc, args.out, "expect", "engine parameters")
 
 

@@ -7,8 +7,10 @@ HF weight on the trainer, quantize-on-load quantizes each arriving shard), its s
 vLLM's rule (refit.placement.place_scale_vllm, into a scale pre-filled as vLLM pre-fills it).
 Norms, embeddings, lm_head and MoE routers stay as sent.
 
-`expect` then splits that over the engine's ranks with a `Placement` (SINGLE: the identity; a
-layout-aware placement plugs in here) and digests every rank (live.fileformat).
+`expect` then digests every rank (live.fileformat). One rank: the identity. More than one: given the
+model config, the sharded reference engine places each tensor on its ranks as vLLM does
+(live.expect_sharded, also what the CLI's `expect --tp/--ep/--pp` runs); a caller's own `Placement`
+({engine name: tensor} -> {Rank: {engine name: tensor}}) may replace it.
 """
 
 from __future__ import annotations
@@ -118,22 +120,32 @@ def engine_tensors(named_tensors: Mapping[str, torch.Tensor], recipe="vllm_per_b
 
 
 def single_placement(params: dict, layout: Layout) -> dict:
-    if not layout.is_single:
-        raise BadInputError(f"layout tp={layout.tp} ep={layout.ep} pp={layout.pp}: expected digests of a sharded "
-                            "engine need a layout-aware placement (pass placement=...); only a single rank is "
-                            "built in")
     return {Rank(): params}
+
+
+def _sharded_sink(config, recipe, layout: Layout):
+    from refit_verify.live.expect_sharded import ShardedSink, model_config
+
+    if config is None:
+        raise BadInputError(f"layout tp={layout.tp} ep={layout.ep} pp={layout.pp}: what each rank holds depends on "
+                            "the model's heads and experts: pass config= (a ModelConfig, config name or config.json "
+                            "path, or the HF model's config) or a placement=")
+    return ShardedSink(model_config(config), recipe, layout)
 
 
 class Expectation:
     """`expect` fed bucket by bucket, as a refit streams: each engine parameter is digested (and its
     tensors released) as soon as everything it is built from has arrived: all shards of a fused
-    parameter, and the scale of an FP8-before weight, which may travel in a later bucket."""
+    parameter, and the scale of an FP8-before weight, which may travel in a later bucket.
+
+    With more than one rank and no `placement`, `config` (the model's) is required: the sharded
+    reference engine then takes each bucket (it holds every rank's parameters until `document()`)."""
 
     def __init__(self, recipe="vllm_per_block", layout: Layout = SINGLE, *, placement: Optional[Placement] = None,
-                 sample: Optional[dict] = None, fp8: Optional[Callable[[str, tuple], bool]] = None):
+                 sample: Optional[dict] = None, fp8: Optional[Callable[[str, tuple], bool]] = None, config=None):
         self.recipe, self.layout, self.sample, self.fp8 = get_recipe(recipe), layout, sample, fp8
         self.placement = placement or single_placement
+        self.sharded = None if placement or layout.is_single else _sharded_sink(config, self.recipe, layout)
         self.held: dict = {}
         self.ranks: dict = {}
 
@@ -162,6 +174,9 @@ class Expectation:
 
     def add(self, named_tensors) -> "Expectation":
         items = named_tensors.items() if hasattr(named_tensors, "items") else named_tensors
+        if self.sharded is not None:
+            self.sharded.receive(items)
+            return self
         self.held.update(items)
         for members in self._ready_groups():
             part = {}
@@ -174,6 +189,9 @@ class Expectation:
         return self
 
     def document(self) -> dict:
+        if self.sharded is not None:
+            for rank, params in self.sharded.rank_params().items():
+                self.ranks[rank] = digest_rank(params, self.recipe.block, rank, self.sample)
         if self.held:
             raise BadInputError(f"incomplete: {sorted(self.held)[:5]} still wait for the rest of their fused "
                                 "parameter or for their scale")
@@ -183,8 +201,11 @@ class Expectation:
 
 
 def expect(named_tensors: Mapping[str, torch.Tensor], recipe="vllm_per_block", layout: Layout = SINGLE, *,
-           placement: Optional[Placement] = None, sample: Optional[dict] = None,
+           config=None, placement: Optional[Placement] = None, sample: Optional[dict] = None,
            fp8: Optional[Callable[[str, tuple], bool]] = None) -> dict:
     """The expected digest document for the trainer's HF-named BF16 weights or FP8-before payload
-    (compare with the engine's); `Expectation` does the same bucket by bucket."""
-    return Expectation(recipe, layout, placement=placement, sample=sample, fp8=fp8).add(named_tensors).document()
+    (compare with the engine's); `Expectation` does the same bucket by bucket. A layout of more than
+    one rank needs `config` (the model's: ModelConfig, name, config.json path or HF config) or a
+    `placement`."""
+    return Expectation(recipe, layout, placement=placement, sample=sample, fp8=fp8,
+                       config=config).add(named_tensors).document()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 
 import torch
@@ -16,6 +17,8 @@ FORMAT = "refit-verify-digest"
 SCALE_SUFFIX = "_scale_inv"
 # Unquantized tensors (norms, embeddings) are digested as raw bytes in runs of this many bytes.
 RAW_RUN = 4096
+_RANK_LABEL = re.compile(r"^tp(\d+)\.ep(\d+)\.pp(\d+)$")
+_HEX = re.compile(r"^[0-9a-f]*$")
 
 
 def _dtype(t: torch.Tensor) -> str:
@@ -93,30 +96,85 @@ def write_document(doc: dict, path) -> None:
 
 
 def load_document(path) -> dict:
-    """Read and validate a digest file; BadInputError (exit 2) naming what is wrong."""
+    """Read and validate a digest file; BadInputError (exit 2) naming what is wrong. Every field the
+    comparison reads is checked here, so a malformed file is refused rather than read as differences."""
     try:
         with open(path) as f:
             doc = json.load(f)
     except (OSError, ValueError) as e:
         raise BadInputError(f"{path}: not a readable JSON digest file ({e})") from e
+    _check_header(path, doc)
+    layout = Layout(**doc["layout"])
+    for label, params in doc["ranks"].items():
+        _check_rank(path, label, params, layout)
+        for name, rec in params.items():
+            _check_record(path, label, name, rec)
+    return doc
+
+
+def _malformed(where, what):
+    return BadInputError(f"{where}: {what} (malformed digest file)")
+
+
+def _is_int(v, minimum=0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+
+
+def _is_ints(v, n=None, minimum=0) -> bool:
+    return isinstance(v, list) and (n is None or len(v) == n) and all(_is_int(x, minimum) for x in v)
+
+
+def _check_header(path, doc) -> None:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise BadInputError(f"{path}: not a refit-verify digest file (format != {FORMAT!r})")
     if doc.get("version") != DIGEST_VERSION:
         raise BadInputError(f"{path}: digest version {doc.get('version')!r}, this tool reads {DIGEST_VERSION}")
-    ranks = doc.get("ranks")
-    if not isinstance(ranks, dict):
+    if not isinstance(doc.get("ranks"), dict):
         raise BadInputError(f"{path}: 'ranks' missing or not an object")
-    for label, params in ranks.items():
-        for name, rec in (params or {}).items():
-            _check_record(path, label, name, rec)
-    return doc
+    if not isinstance(doc.get("recipe"), str):
+        raise _malformed(path, f"'recipe' must be a recipe name, got {doc.get('recipe')!r}")
+    if not _is_ints(doc.get("block"), 2, 1):
+        raise _malformed(path, f"'block' must be [rows, cols] of positive integers, got {doc.get('block')!r}")
+    lay = doc.get("layout")
+    if not (isinstance(lay, dict) and set(lay) == {"tp", "ep", "pp"} and all(_is_int(v, 1) for v in lay.values())):
+        raise _malformed(path, f"'layout' must be {{tp, ep, pp}} of positive integers, got {lay!r}")
+    sample = doc.get("sample")
+    if sample is not None and not (isinstance(sample, dict) and set(sample) == {"k", "seed"}
+                                   and _is_int(sample["k"], 1) and _is_int(sample["seed"], -(1 << 63))):
+        raise _malformed(path, f"'sample' must be null or {{k >= 1, seed}} (integers), got {sample!r}")
+
+
+def _check_rank(path, label, params, layout: Layout) -> None:
+    m = _RANK_LABEL.match(label) if isinstance(label, str) else None
+    if m is None:
+        raise _malformed(f"{path}: rank {label!r}", "a rank label is tpN.epN.ppN")
+    if any(int(i) >= n for i, n in zip(m.groups(), (layout.tp, layout.ep, layout.pp))):
+        raise _malformed(f"{path}: rank {label}", f"outside the file's layout tp={layout.tp} ep={layout.ep} "
+                         f"pp={layout.pp}")
+    if not isinstance(params, dict):
+        raise _malformed(f"{path}: rank {label}", "parameters must be an object {name: record}")
 
 
 def _check_record(path, label, name, rec):
     where = f"{path}: {label}/{name}"
     if not isinstance(rec, dict) or not isinstance(rec.get("blocks"), str):
         raise BadInputError(f"{where}: record without a 'blocks' string")
-    want = len(rec["indices"]) if "indices" in rec else rec.get("n_blocks")
-    if not isinstance(want, int) or len(rec["blocks"]) != 16 * want:
+    if not _is_ints(rec.get("shape")) or not isinstance(rec.get("dtype"), str) or not _is_ints(rec.get("block"), 2, 1):
+        raise _malformed(where, "record needs 'shape' (integers), 'dtype' and 'block' ([rows, cols] >= 1)")
+    n = rec.get("n_blocks")
+    if not _is_int(n):
+        raise _malformed(where, f"'n_blocks' must be a count, got {n!r}")
+    shape, (bm, bn) = rec["shape"], rec["block"]
+    if not rec.get("raw") and len(shape) in (2, 3):
+        grid = (shape[0] if len(shape) == 3 else 1) * -(-shape[-2] // bm) * -(-shape[-1] // bn)
+        if n != grid:
+            raise _malformed(where, f"'n_blocks' {n} but shape {shape} has {grid} blocks of {[bm, bn]}")
+    idx = rec.get("indices")
+    if idx is not None and not (_is_ints(idx) and idx == sorted(set(idx)) and all(i < n for i in idx)):
+        raise _malformed(where, f"'indices' must be distinct sorted block numbers below {n}, got {idx!r}")
+    want = len(idx) if idx is not None else n
+    if len(rec["blocks"]) != 16 * want:
         raise BadInputError(f"{where}: {len(rec['blocks']) // 16} block digests, expected {want} "
                             "(truncated file?)")
+    if not _HEX.match(rec["blocks"]):
+        raise _malformed(where, "'blocks' must hold 16 lowercase hex digits per block")

@@ -29,20 +29,54 @@ from refit_verify.live.dump import write_rank_dump
 from refit_verify.live.fileformat import FORMAT, digest_rank
 
 
-def vllm_rank() -> tuple[Rank, Layout]:
-    """This process's (rank, layout) from vLLM's parallel state; single rank when none is set up.
+def parallel_rank(tp: tuple[int, int], pp: tuple[int, int] = (0, 1), dp: tuple[int, int] = (0, 1),
+                  pcp: tuple[int, int] = (0, 1), expert_parallel: bool = False,
+                  has_experts: bool = True) -> tuple[Rank, Layout]:
+    """(rank, layout) of one vLLM worker from its (rank, size) in each parallel group.
 
-    Expert parallelism reuses vLLM's tp x dp ranks, so the live rank is identified by its tp and pp
-    position; the sharded reference's ep placement maps onto these labels.
+    vLLM 0.33 (FusedMoEParallelConfig.make): with `enable_expert_parallel` and dp * pcp * tp > 1, each
+    FusedMoE layer holds whole experts split over the dp * pcp * tp workers of a pipeline stage, flat
+    expert rank `(dp_rank * pcp_size + pcp_rank) * tp_size + tp_rank`; dense layers stay tensor-sliced
+    over tp. The Layout's `ep` is that dp * pcp factor (the sharded reference's flat expert rank is
+    `ep * tp + tp`), so a worker is `Rank(tp_rank, dp_rank * pcp_size + pcp_rank, pp_rank)`. A dense
+    model's data-parallel replicas are separate engines (each collected on its own). MoE layouts a
+    (tp, ep, pp) layout cannot state (expert parallelism over tp alone; experts tensor-sliced across
+    data-parallel ranks when it is off) are refused with BadInputError rather than mislabelled.
     """
+    (t, tp_size), (p, pp_size), (d, dp_size), (c, pcp_size) = tp, pp, dp, pcp
+    groups = dp_size * pcp_size
+    moe_sharded = has_experts and (groups > 1 or (expert_parallel and tp_size > 1))
+    if not moe_sharded:  # dense layers, or experts tensor-sliced over tp as the sharded reference's ep=1
+        return Rank(tp=t, pp=p), Layout(tp=tp_size, pp=pp_size)
+    if expert_parallel and groups > 1:
+        return Rank(tp=t, ep=d * pcp_size + c, pp=p), Layout(tp=tp_size, ep=groups, pp=pp_size)
+    how = ("splits whole experts over the tensor-parallel ranks alone" if expert_parallel else
+           f"tensor-slices every expert over dp*pcp*tp = {groups * tp_size} workers")
+    raise BadInputError(f"vLLM {how} (tp={tp_size}, dp={dp_size}, pcp={pcp_size}, expert parallel "
+                        f"{'on' if expert_parallel else 'off'}); a (tp, ep, pp) layout states experts split whole "
+                        "over data-parallel groups with expert parallelism on, or tensor-sliced over tp alone")
+
+
+def vllm_rank(parallel_config=None, has_experts: bool = True) -> tuple[Rank, Layout]:
+    """This process's (rank, layout) from vLLM's parallel state; single rank when none is set up.
+    `parallel_config` (the worker's `vllm_config.parallel_config`) says whether expert parallelism is on."""
     try:
         from vllm.distributed import parallel_state as ps
     except ImportError:
         return Rank(), SINGLE
     if not ps.model_parallel_is_initialized():
         return Rank(), SINGLE
-    tp, pp = ps.get_tp_group(), ps.get_pp_group()
-    return Rank(tp=tp.rank_in_group, pp=pp.rank_in_group), Layout(tp=tp.world_size, pp=pp.world_size)
+
+    def where(get):
+        try:
+            g = get()
+        except AssertionError:  # group not created (older setups): size 1
+            return 0, 1
+        return g.rank_in_group, g.world_size
+
+    return parallel_rank(where(ps.get_tp_group), where(ps.get_pp_group), where(ps.get_dp_group),
+                         where(ps.get_pcp_group), bool(getattr(parallel_config, "enable_expert_parallel", False)),
+                         has_experts)
 
 
 def model_parameters(model) -> dict:
@@ -90,14 +124,20 @@ class RefitVerifyExtension:
             return self.get_model()
         return self.model_runner.get_model()
 
+    def _refit_verify_where(self, params: dict) -> tuple[Rank, Layout]:
+        config = getattr(self, "parallel_config", None) or getattr(getattr(self, "vllm_config", None),
+                                                                   "parallel_config", None)
+        return vllm_rank(config, has_experts=any(".experts." in n for n in params))
+
     def refit_verify_rank(self) -> dict:
-        rank, layout = vllm_rank()
+        rank, layout = self._refit_verify_where(model_parameters(self._refit_verify_model()))
         return {"rank": rank.label, "layout": layout.to_dict()}
 
     def refit_verify_digests(self, recipe: str = "vllm_per_block", sample: Optional[dict] = None) -> dict:
         """This rank's per-block digests of every parameter (merge the ranks with `engine_document`)."""
-        rank, layout = vllm_rank()
-        return rank_digests(model_parameters(self._refit_verify_model()), recipe, sample, rank, layout)
+        params = model_parameters(self._refit_verify_model())
+        rank, layout = self._refit_verify_where(params)
+        return rank_digests(params, recipe, sample, rank, layout)
 
     def refit_verify_dump(self, folder: str) -> str:
         """Write this rank's parameters to `<folder>/<rank label>.safetensors`; returns the path.
@@ -105,5 +145,6 @@ class RefitVerifyExtension:
         The folder is a dump `refit-verify digest` reads (one file per rank). Copies this rank's
         parameters to host memory: use it to inspect a failure, not every step.
         """
-        rank, _ = vllm_rank()
-        return str(write_rank_dump(model_parameters(self._refit_verify_model()), folder, rank))
+        params = model_parameters(self._refit_verify_model())
+        rank, _ = self._refit_verify_where(params)
+        return str(write_rank_dump(params, folder, rank))

@@ -6,6 +6,8 @@ import functools
 
 import torch
 
+from refit_verify.errors import BadInputError
+from refit_verify.layout import Layout, Rank
 from refit_verify.selftest.mutant import Mutant
 
 D = "refit_verify.live.digest"
@@ -192,3 +194,173 @@ MUTANTS.append(
            "scale of any other local expert passes the live check",
            {"refit_verify.live.fileformat:_lanes": _experts_as_one}, area="live",
            killers=("suites/pr/test_live_sharded.py::test_expect_sharded_matches_engine_dump_and_names_an_altered_rank",)))
+
+
+def _no_sharded_sink(original):
+    # a sharded layout served by the single-rank placement: one rank's whole model, no slicing
+    def sink(config, recipe, layout):
+        return None
+    return sink
+
+
+def _keep_partial(original):
+    # parameters the trainer never (fully) wrote kept in the expectation with the engine's placeholder bytes
+    def written(self, rank, params):
+        return dict(params)
+    return written
+
+
+KX = "suites/pr/test_live_expect_layout.py"
+MUTANTS += [
+    Mutant("expect_sharded_layout_ignored", "in-memory expect with a tp=2 layout digests the unsharded model "
+           "as one rank (the placement is built only by the CLI)",
+           {f"{E}:_sharded_sink": _no_sharded_sink}, area="live",
+           killers=(f"{KX}::test_in_memory_expect_equals_the_cli_for_tp2",)),
+    Mutant("expect_sharded_keeps_unwritten", "sharded expect keeps a parameter the trainer gave only in part "
+           "(a fused shard or a scale missing) with the engine's placeholder bytes, instead of refusing",
+           {"refit_verify.live.expect_sharded:ShardedSink._written": _keep_partial}, area="live",
+           killers=(f"{KX}::test_sharded_expect_needs_the_config_and_names_what_is_missing",)),
+]
+
+
+def _rank_tp_pp_only(original):
+    # the worker labelled by its tensor and pipeline position only: every data-parallel expert group
+    # reports the same label, and the expectation gives each the experts of group 0
+    def rank(tp, pp=(0, 1), dp=(0, 1), pcp=(0, 1), expert_parallel=False, has_experts=True):
+        return Rank(tp=tp[0], pp=pp[0]), Layout(tp=tp[1], pp=pp[1])
+    return rank
+
+
+def _ep_ignores_pcp(original):
+    def rank(tp, pp=(0, 1), dp=(0, 1), pcp=(0, 1), expert_parallel=False, has_experts=True):
+        r, layout = original(tp, pp, dp, pcp, expert_parallel, has_experts)
+        return (Rank(r.tp, dp[0], r.pp) if layout.ep > 1 else r), layout
+    return rank
+
+
+KR = "suites/pr/test_live_vllm_rank.py"
+MUTANTS += [
+    Mutant("live_rank_without_expert_parallel", "the vLLM worker's rank label carries tp and pp only: with "
+           "expert parallelism over data-parallel ranks, two workers holding different experts share a label",
+           {"refit_verify.live.vllm:parallel_rank": _rank_tp_pp_only}, area="live",
+           killers=(f"{KR}::test_expert_parallel_rank_is_vllms_flat_expert_rank",
+                    f"{KR}::test_worker_reads_groups_and_its_expert_parallel_flag")),
+    Mutant("live_rank_ep_ignores_context_parallel", "expert group index taken from the data-parallel rank alone: "
+           "prefill-context-parallel ranks of one data-parallel rank collide",
+           {"refit_verify.live.vllm:parallel_rank": _ep_ignores_pcp}, area="live",
+           killers=(f"{KR}::test_expert_parallel_rank_is_vllms_flat_expert_rank",)),
+]
+
+
+def _sample_dropped(original):
+    def digests(self, recipe="vllm_per_block", sample=None):
+        return original(self, recipe, None)
+    return digests
+
+
+def _codes_ignored(original):
+    @functools.wraps(original)
+    def sums(data, block):
+        sums, grid = original(data, block)
+        return [torch.zeros_like(x) for x in sums], grid
+    return sums
+
+
+def _sampled_codes_ignored(original):
+    @functools.wraps(original)
+    def words(data, block, indices):
+        return torch.zeros_like(original(data, block, indices))
+    return words
+
+
+KD = "suites/pr/test_live_docs.py"
+MUTANTS += [
+    Mutant("live_extension_ignores_sample", "the worker extension digests every block whatever `sample` the "
+           "trainer used: the per-step guard of docs/LIVE.md never compares",
+           {"refit_verify.live.vllm:RefitVerifyExtension.refit_verify_digests": _sample_dropped}, area="live",
+           killers=(f"{KD}::test_rl_loop_snippet_runs_and_passes_a_correct_refit",)),
+    Mutant("digest_codes_ignored", "digest (full and sampled) hashes only the scales: a weight the refit never "
+           "sent (its scale sent) passes the RL-loop check of docs/LIVE.md",
+           {f"{D}:_word_sums": _codes_ignored, f"{D}:_sampled_words": _sampled_codes_ignored}, area="live",
+           killers=(f"{KD}::test_rl_loop_snippet_raises_naming_a_tensor_never_sent",)),
+]
+
+
+FF = "refit_verify.live.fileformat"
+KERR = "suites/pr/test_live_errors.py"
+
+
+def _record_blocks_only(original):
+    # the old reader: a record is checked for its digest count only
+    def check(path, label, name, rec):
+        if not isinstance(rec, dict) or not isinstance(rec.get("blocks"), str):
+            raise BadInputError(f"{path}: {label}/{name}: record without a 'blocks' string")
+    return check
+
+
+def _header_format_only(original):
+    def check(path, doc):
+        if not isinstance(doc, dict) or doc.get("format") != "refit-verify-digest":
+            raise BadInputError(f"{path}: not a refit-verify digest file")
+        if not isinstance(doc.get("ranks"), dict):
+            raise BadInputError(f"{path}: 'ranks' missing or not an object")
+        doc.setdefault("layout", {"tp": 1, "ep": 1, "pp": 1})
+        if not isinstance(doc["layout"], dict):
+            doc["layout"] = {"tp": 1, "ep": 1, "pp": 1}
+    return check
+
+
+def _foreign_accepted(original):
+    def check(path, doc):
+        if isinstance(doc, dict):
+            doc = dict(doc, format="refit-verify-digest")
+        return original(path, doc)
+    return check
+
+
+def _no_rank_check(original):
+    def check(path, label, params, layout):
+        return None
+    return check
+
+
+def _ignore_missing(original):
+    @functools.wraps(original)
+    def mutated(expected, engine):
+        d = original(expected, engine)
+        d.missing = []
+        return d
+    return mutated
+
+
+def _ignore_meta(original):
+    @functools.wraps(original)
+    def mutated(expected, engine):
+        d = original(expected, engine)
+        d.meta = []
+        return d
+    return mutated
+
+
+MUTANTS += [
+    Mutant("digest_record_fields_unchecked", "the digest reader checks a record's digest count only: a record "
+           "without its shape, a wrong n_blocks or non-hex digests is read as differences (exit 1) or crashes",
+           {f"{FF}:_check_record": _record_blocks_only}, area="live", killers=(KERR,)),
+    Mutant("digest_header_unchecked", "the digest reader checks format and ranks only: a wrong version, a "
+           "malformed layout, block or sample is compared anyway",
+           {f"{FF}:_check_header": _header_format_only}, area="live", killers=(KERR,)),
+    Mutant("digest_foreign_file_accepted", "a JSON file of another format is read as a digest file",
+           {f"{FF}:_check_header": _foreign_accepted}, area="live",
+           killers=(f"{KL}::test_truncated_and_foreign_files_exit_2",)),
+    Mutant("digest_rank_labels_unchecked", "rank labels are not checked against tpN.epN.ppN and the file's "
+           "layout: a mislabelled rank reads as every parameter missing and extra",
+           {f"{FF}:_check_rank": _no_rank_check}, area="live", killers=(KERR,)),
+    Mutant("digest_diff_ignores_missing", "digest diff reports extra parameters but not ones the trainer sent "
+           "and the engine never wrote", {f"{C}:compare_documents": _ignore_missing}, area="live",
+           killers=(f"{KERR}::test_never_written_and_extra_parameters_each_named",
+                    f"{KL}::test_stale_and_missing_parameters_named")),
+    Mutant("digest_diff_ignores_meta", "digest diff ignores a recipe or layout disagreement between the files",
+           {f"{C}:compare_documents": _ignore_meta}, area="live",
+           killers=(f"{KERR}::test_recipe_disagreement_exits_1_naming_it",
+                    f"{KERR}::test_layout_disagreement_exits_1_naming_it_and_the_ranks")),
+]

@@ -152,3 +152,26 @@ def test_sampled_digests_and_dump(live, tmp_path):
     layout, ranks = iter_dump(tmp_path)
     doc = digest_document(ranks, "vllm_per_block", (128, 128), layout, "engine")
     assert compare_documents(live["e1"], doc).equal
+
+
+@pytest.mark.parametrize("tp,dp,pcp", [(1, 2, 1), (2, 2, 1), (2, 2, 2)])
+def test_live_rank_gives_each_worker_vllms_experts(V, monkeypatch, tp, dp, pcp):
+    """vllm_rank's label, through the sharded reference's expert placement, is vLLM's own FusedMoE
+    expert rank and size (FusedMoEParallelConfig.make run on faked parallel groups)."""
+    from types import SimpleNamespace
+
+    from vllm.model_executor.layers.fused_moe import config as moe_config
+
+    from refit_verify.live.vllm import parallel_rank
+    from refit_verify.refit.sharded_engine import moe_parallel
+
+    pc = SimpleNamespace(enable_expert_parallel=True, all2all_backend="allgather_reducescatter", enable_eplb=False)
+    for d in range(dp):
+        for c in range(pcp):
+            for t in range(tp):
+                monkeypatch.setattr(moe_config, "get_tensor_model_parallel_rank", lambda t=t: t)
+                monkeypatch.setattr(moe_config, "get_dp_group", lambda d=d: SimpleNamespace(rank_in_group=d))
+                monkeypatch.setattr(moe_config, "get_pcp_group", lambda c=c: SimpleNamespace(rank_in_group=c))
+                real = moe_config.FusedMoEParallelConfig.make(tp, pcp, dp, 1, pc)
+                rank, layout = parallel_rank((t, tp), (0, 1), (d, dp), (c, pcp), expert_parallel=True)
+                assert moe_parallel(layout, rank) == (real.tp_size, real.tp_rank, real.ep_size, real.ep_rank)

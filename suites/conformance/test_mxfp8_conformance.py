@@ -29,3 +29,17 @@ def test_mxfp8_vllm_matches_vllm_bytes(case):
     a, b = q.view(torch.uint8), ref.codes
     nan_code = fmt.is_nan_code(a) & fmt.is_nan_code(b)
     assert torch.equal(a[~nan_code], b[~nan_code]), case.name
+
+
+@pytest.mark.parametrize("case", [c for c in mx_cases(0) if c.tensor().shape[1] % 32 == 0], ids=lambda c: c.name)
+def test_mxfp8_nemo_rl_is_vllms_bytes_with_byte_0_stored_as_1(case):
+    """NeMo-RL's quantize_mxfp8_weight: vLLM's mxfp8 quantizer, then `where(scale == 0, 1, scale)`."""
+    x = case.tensor()
+    q, scales = vllm_cpu.mxfp8_quantize_torch(x)
+    scales = torch.where(scales == 0, torch.ones_like(scales), scales)
+    ref = quantize(x, "mxfp8_nemo_rl", case.name)
+    nan_group = torch.isnan(ref.scale_inv)
+    assert torch.equal(scales[~nan_group], fmt.e8m0_bytes(ref.scale_inv)[~nan_group]), case.name
+    a, b = q.view(torch.uint8), ref.codes
+    nan_code = fmt.is_nan_code(a) & fmt.is_nan_code(b)
+    assert torch.equal(a[~nan_code], b[~nan_code]), case.name

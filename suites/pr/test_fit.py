@@ -1,6 +1,8 @@
 """`refit-verify fit`: recovers the recipe of real quantizers and of deliberately altered ones (one
 field each), printing the field that changed. The PR gate fits on the cases that separate recipes;
-REFIT_VERIFY_SLOW=1 fits every preset on the whole case set."""
+REFIT_VERIFY_SLOW=1 fits every preset on the whole case set. Measured with -n 1 on the shared 2-core box:
+this file alone 30 tests in 7.7 s unloaded, 1 min 22 s at load ~4; with test_mxfp8*.py 80 tests in
+4 min 37 s wall, 90 s CPU, at load ~13 (torch threads oversubscribed: wall time follows the load)."""
 
 import json
 import os

@@ -74,7 +74,7 @@ def test_unaligned_shards_follow_vllm_placement():
 
 def test_layout_needs_a_placement_and_one_plugs_in(tiny):
     cfg, w = tiny
-    with pytest.raises(BadInputError, match="layout-aware placement"):
+    with pytest.raises(BadInputError, match="pass config="):
         expect(w, layout=Layout(tp=2))
 
     def replicate(params, layout):

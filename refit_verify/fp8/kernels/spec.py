@@ -78,10 +78,12 @@ def kernel_spec(recipe, div_recip: bool, cast_nan: bool) -> KernelSpec:
         no("scale_min")
     if r.scale_form == "scale_div":
         no("scale_form 'scale_div' (one rounded MAX/amax division; use the reference)")
+    if r.scale_form == "descale_rcp":
+        no("scale_form 'descale_rcp' (amax times a rounded 1/448; use the reference)")
     if r.inf_scale == "fmax_input":
         no("inf_scale 'fmax_input' (input-dtype max; use the reference)")
     for field, fused in (("scale_compute_dtype", "float32"), ("quantize_dtype", "float32"),
-                         ("add_zero_point", False), ("scale_dtype", "float32")):
+                         ("add_zero_point", False), ("scale_dtype", "float32"), ("e8m0_byte0_to_1", False)):
         if getattr(r, field) != fused:
             no(f"{field} {getattr(r, field)!r} (the kernel computes in float32 and stores float32 "
                f"scales; use the reference)")
