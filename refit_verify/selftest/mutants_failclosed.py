@@ -31,12 +31,17 @@ MUTANTS = [
            "no jobs or a verdict 'weird'/'PASS' gates green",
            {"refit_verify.report.gate:validate_report": lambda original: (lambda report, where="report": None)},
            area="failclosed",
-           killers=("suites/pr/test_report_gate.py::test_malformed_report_fails_closed_exit_2",)),
+           killers=("suites/pr/test_report_gate.py::test_malformed_report_fails_closed_exit_2",
+                    "suites/pr/test_report_gate.py::test_report_schema_unknown_keys_and_wrong_types_exit_2",
+                    "suites/pr/test_report_gate.py::test_baseline_without_verdicts_is_bad_input",
+                    "suites/pr/test_report_gate.py::test_fuzz_corrupted_report_exits_2_or_fails")),
     Mutant("gate_policy_unchecked", "the policy is read for what the gate understands: an unknown section "
            "([gatee], [metric.X]), an empty policy or fail_on_verdicts = \"fail\" (iterated as characters) passes a "
            "failing report", {"refit_verify.report.policy:validate_policy": lambda original: (lambda raw, where: None)},
            area="failclosed",
-           killers=("suites/pr/test_report_gate.py::test_malformed_policy_fails_closed_exit_2",)),
+           killers=("suites/pr/test_report_gate.py::test_malformed_policy_fails_closed_exit_2",
+                    "suites/pr/test_report_gate.py::test_policy_typo_is_rejected",
+                    "suites/pr/test_report_gate.py::test_fuzz_corrupted_policy_exits_2_or_is_valid")),
     Mutant("diff_trusts_each_side", "diff only compares A with B: NaN, inf, zero or negative scales (or a near-"
            "float32-min placeholder) identical on both sides read as zero drift",
            {"refit_verify.compare.diff:_validate_scale": lambda original: (lambda *args: None)},

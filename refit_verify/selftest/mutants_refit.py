@@ -116,7 +116,8 @@ MUTANTS = [
            "(FACTS.md §4)", {"refit_verify.refit.placement:write_scale": _never_write_scale}, area="loader", killers=(_scenario("scales_written"),)),
     Mutant("refit_ue8m0_requant_always", "UE8M0 requantization on load regardless of configuration, after "
            "non-pow2 scales were sent (FACTS.md §4, DeepGEMM E8M0)",
-           {"refit_verify.refit.postload:deepgemm_requant_applies": _requant_always}, area="loader", killers=(_scenario("no_requant_without_ue8m0"),)),
+           {"refit_verify.refit.postload:deepgemm_requant_applies": _requant_always}, area="loader",
+           killers=(_scenario("no_requant_without_ue8m0"), "suites/pr/test_loader.py::test_deepgemm_requant_condition")),
     Mutant("refit_noncontiguous_sent", "cropped (non-contiguous) quantizer output sent to the packed transport "
            "(FACTS.md §3: slicing the padded result)",
            {"refit_verify.refit.exporter:sendable": _send_as_is}, area="exporter", killers=(_scenario("cropped_recipe_sent_contiguous"),)),

@@ -273,13 +273,39 @@ def load_unreachable(path: Path = UNREACHABLE) -> dict:
     return {c["id"]: c["reason"] for c in data.get("check", [])}
 
 
-def never_failed(baseline: MutantRun, runs, unreachable: dict) -> tuple[list[str], dict]:
-    """(checks no mutant fails by assertion and not listed unreachable, {listed check: reason})."""
+def never_failed(pr_checks, runs, unreachable: dict) -> tuple[list[str], dict]:
+    """(PR checks no run fails by assertion and not listed unreachable, {listed check: reason}).
+    In killers mode a run only covers its mutant's declared killers, so this is an upper bound of
+    what --full (every mutant against the whole PR suite) finds."""
     failed = {t for r in runs for t in r.failed_by_assert}
-    pr_checks = [c for c in sorted(set(baseline.checks)) if c.startswith(PR_SUITE + "/")]
+    pr_checks = [c for c in sorted(set(pr_checks)) if c.startswith(PR_SUITE + "/")]
     left = [c for c in pr_checks if c not in failed]
     listed = {c: next(v for k, v in unreachable.items() if _matches(c, [k])) for c in left if _matches(c, unreachable)}
     return [c for c in left if c not in listed], listed
+
+
+def collect_pr_checks(python: str = sys.executable) -> tuple[list[str], str]:
+    """(node ids of the PR suite's checks, error or ""): `pytest --collect-only`, no test runs."""
+    cmd = [python, "-m", "pytest", PR_SUITE, "--collect-only", "-q", "-p", "no:cacheprovider"]
+    if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+        cmd += ["-p", "refit_verify.pytest_plugin"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return [], f"collecting {PR_SUITE} ran past {RUN_TIMEOUT_S} s"
+    ids = [line.strip() for line in proc.stdout.splitlines() if line.startswith(PR_SUITE + "/") and "::" in line]
+    if proc.returncode != 0 or not ids:
+        return ids, f"collecting {PR_SUITE}: pytest exit {proc.returncode}: " + (proc.stdout + proc.stderr)[-800:]
+    return ids, ""
+
+
+def by_file(checks) -> list[tuple[str, int]]:
+    """[(test file, how many of `checks` it holds)], most first."""
+    counts: dict = {}
+    for c in checks:
+        file = c.split("::", 1)[0]
+        counts[file] = counts.get(file, 0) + 1
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 def select(names=None, lane: str | None = None) -> list:
@@ -292,14 +318,17 @@ def select(names=None, lane: str | None = None) -> list:
 def run_matrix(mutants, full: bool = False, jobs: int = 2, extra=(), lane: str | None = None,
                on_progress=None) -> dict:
     """Every chosen mutant against its killers (full: the whole PR suite), plus the correct code.
-    on_progress(partial matrix, marked incomplete) after each run: a long --full run leaves data."""
+    on_progress(partial matrix, marked incomplete) after each run: a long --full run leaves data.
+    In killers mode the PR suite's check ids are collected (no test runs) to count the PR checks
+    no declared killer run fails."""
     baseline, runs = None, []
 
     def progress():
         if on_progress and baseline is not None:
-            on_progress(summarize(baseline, runs, full, list(extra)) | {"incomplete": True})
+            on_progress(summarize(baseline, runs, full, list(extra), _done(collected)) | {"incomplete": True})
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        collected = pool.submit(collect_pr_checks) if not full and lane in (None, "cpu") else None
         base = pool.submit(run_baseline, mutants, full, lane)
         futures = [pool.submit(run_mutant, m, full, extra, lane) for m in mutants]
         for f in futures:
@@ -308,10 +337,18 @@ def run_matrix(mutants, full: bool = False, jobs: int = 2, extra=(), lane: str |
                 baseline = base.result()
             progress()
         baseline = base.result()
-    return summarize(baseline, runs, full, list(extra))
+        pr_checks = collected.result() if collected else None
+    return summarize(baseline, runs, full, list(extra), pr_checks)
 
 
-def summarize(baseline: MutantRun, runs, full: bool, extra=()) -> dict:
+def _done(future):
+    return future.result() if future is not None and future.done() else None
+
+
+def summarize(baseline: MutantRun, runs, full: bool, extra=(), pr_checks=None) -> dict:
+    """The kill matrix as data. The PR checks no mutant fails are counted over the correct code's
+    checks in --full mode, else over `pr_checks` ((collected ids, error) from collect_pr_checks)
+    when given: then only declared killers ran, so the count is an upper bound."""
     ran = [r for r in runs if not r.skipped]
     matrix = {
         "schema": "refit-verify/killmatrix@2",
@@ -325,16 +362,28 @@ def summarize(baseline: MutantRun, runs, full: bool, extra=()) -> dict:
         "ok": bool(ran) and all(r.killed for r in ran) and not baseline.killed_by and not baseline.error,
     }
     if full:
-        left, listed = never_failed(baseline, runs, load_unreachable())
-        matrix["checks_never_failed"], matrix["checks_unreachable"] = left, listed
+        pr_checks = (baseline.checks, "")
+    if pr_checks is not None:
+        matrix |= never_failed_section(pr_checks, runs, full, "-x" in extra)
     return matrix
+
+
+def never_failed_section(pr_checks, runs, full: bool, first_kill: bool) -> dict:
+    ids, error = pr_checks
+    basis = "full" if full else "killers" + (", first kill" if first_kill else "")
+    if error:
+        return {"never_failed_basis": basis, "pr_checks_error": error}
+    left, listed = never_failed(ids, runs, load_unreachable())
+    return {"never_failed_basis": basis, "pr_checks": len(set(ids)), "checks_never_failed": left,
+            "checks_unreachable": listed, "never_failed_by_file": by_file(left)}
 
 
 def _cell(text: str) -> str:
     return text[:120].replace("|", "\\|").replace("\n", " ")
 
 
-def to_markdown(matrix: dict) -> str:
+def to_markdown(matrix: dict, list_checks: bool = True) -> str:
+    """The matrix as markdown; list_checks=False leaves out the per-check lists (the file keeps them)."""
     lines = ["| mutant | area | verdict | killing check: message |", "|---|---|---|---|"]
     if matrix.get("incomplete"):
         lines.insert(0, "**INCOMPLETE**: the run is still going or was interrupted; counts cover the runs done.\n")
@@ -350,11 +399,19 @@ def to_markdown(matrix: dict) -> str:
         lines.append(f"SURVIVORS: {', '.join(matrix['survivors'])}")
     if matrix["baseline_failures"]:
         lines.append(f"CORRECT CODE FAILS: {', '.join(matrix['baseline_failures'])}")
+    if matrix.get("pr_checks_error"):
+        lines += ["", f"PR checks no mutant fails: not counted ({_cell(matrix['pr_checks_error'])})"]
     if "checks_never_failed" in matrix:
-        lines += ["", f"PR checks no mutant fails: {len(matrix['checks_never_failed'])}",
-                  *[f"- `{c}`" for c in matrix["checks_never_failed"]],
-                  "", f"Listed unreachable (unreachable.toml): {len(matrix['checks_unreachable'])}",
-                  *[f"- `{c}`: {why}" for c, why in matrix["checks_unreachable"].items()]]
+        lines += ["", f"PR checks no mutant fails: {len(matrix['checks_never_failed'])} ({_basis(matrix)})",
+                  "", "| test file | checks no mutant fails |", "|---|---|",
+                  *[f"| `{f}` | {n} |" for f, n in matrix["never_failed_by_file"]]]
+        if list_checks:
+            lines += ["", *[f"- `{c}`" for c in matrix["checks_never_failed"]]]
+        reasons: dict = {}
+        for why in matrix["checks_unreachable"].values():
+            reasons[why] = reasons.get(why, 0) + 1
+        lines += ["", f"Listed unreachable (unreachable.toml): {len(matrix['checks_unreachable'])}",
+                  *[f"- {n} checks: {_cell(why)}" for why, n in reasons.items()]]
     return "\n".join(lines)
 
 
@@ -368,12 +425,20 @@ def summary_line(matrix: dict) -> str:
             f"{b['n_checks'] - len(b['killed_by'])}/{b['n_checks']} checks pass")
     if "checks_never_failed" in matrix:
         text += (f"; PR checks no mutant fails: {len(matrix['checks_never_failed'])} "
-                 f"(+{len(matrix['checks_unreachable'])} listed unreachable) of {len(set(b['checks']))}")
+                 f"(+{len(matrix['checks_unreachable'])} listed unreachable) of {matrix['pr_checks']}, "
+                 f"{_basis(matrix)}")
     return text
 
 
+def _basis(matrix: dict) -> str:
+    if matrix["never_failed_basis"] == "full":
+        return "every mutant against the whole PR suite"
+    stop = " and stopped at its first failure" if "first kill" in matrix["never_failed_basis"] else ""
+    return f"an upper bound: each mutant ran only its declared killers{stop}; --full can only lower it"
+
+
 def write(matrix: dict, out: Path) -> Path:
-    """killmatrix.json / .md (and never_failed.txt in full mode), each written atomically."""
+    """killmatrix.json / .md (and never_failed.txt when PR checks were counted), each written atomically."""
     out.mkdir(parents=True, exist_ok=True)
     files = {"killmatrix.json": json.dumps(matrix, indent=1), "killmatrix.md": to_markdown(matrix) + "\n"}
     if "checks_never_failed" in matrix:
@@ -415,7 +480,7 @@ def main(argv=None) -> int:
     matrix = run_matrix(mutants, args.full, args.jobs, ["-x"] if args.first_kill else [], args.lane,
                         on_progress=lambda partial: write(partial, out))
     md = write(matrix, out)
-    print(to_markdown(matrix))  # ends with the summary line
+    print(to_markdown(matrix, list_checks=False))  # ends with the summary line
     print(f"kill matrix written to {md}")
     return 0 if matrix["ok"] else 1
 

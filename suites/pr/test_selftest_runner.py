@@ -86,12 +86,69 @@ def test_a_run_without_junit_or_output_still_has_an_error():
 
 
 def test_never_failed_counts_assertion_failures_and_lists_unreachable_apart():
-    from refit_verify.selftest.run import BASELINE, MutantRun, load_unreachable, never_failed
+    from refit_verify.selftest.run import MutantRun, load_unreachable, never_failed
 
     a, p = "suites/pr/a.py", "suites/pr/p.py"
-    base = MutantRun(BASELINE, checks=[f"{a}::t1", f"{a}::t2[x]", f"{a}::t3", f"{p}::t4", "suites/conformance/c.py::t"])
+    checks = [f"{a}::t1", f"{a}::t2[x]", f"{a}::t3", f"{p}::t4", "suites/conformance/c.py::t"]
     runs = [MutantRun("m1", failed_by_assert=[f"{a}::t1"], crashed={f"{a}::t3": "TypeError: x"})]
-    left, listed = never_failed(base, runs, {p: "runs in a subprocess", f"{a}::t2": "why"})
+    left, listed = never_failed(checks, runs, {p: "runs in a subprocess", f"{a}::t2": "why"})
     assert left == [f"{a}::t3"]  # failed only by a crash: still never failed; conformance is no PR check
     assert listed == {f"{a}::t2[x]": "why", f"{p}::t4": "runs in a subprocess"}
     assert all(reason.strip() for reason in load_unreachable().values())
+
+
+def _killers_matrix(tmp_path, pr_checks, extra=()):
+    from refit_verify.selftest.run import BASELINE, MutantRun, summarize, write
+
+    a, b = "suites/pr/test_a.py", "suites/pr/test_b.py"
+    base = MutantRun(BASELINE, checks=[f"{a}::t1"], n_checks=1)
+    runs = [MutantRun("m1", killers=[a], killed_by=[f"{a}::t1"], failed_by_assert=[f"{a}::t1"]),
+            MutantRun("m2", killers=[b], crashed={f"{b}::t1": "KeyError: k"})]
+    matrix = summarize(base, runs, full=False, extra=list(extra), pr_checks=pr_checks)
+    write(matrix, tmp_path)
+    return matrix
+
+
+def test_killers_mode_counts_pr_checks_no_declared_killer_fails(tmp_path):
+    from refit_verify.selftest.run import summary_line
+
+    ids = ["suites/pr/test_a.py::t1", "suites/pr/test_a.py::t2", "suites/pr/test_b.py::t1",
+           "suites/pr/test_b.py::t2[x]", "suites/pr/test_b.py::t3", "suites/pr/test_plugin.py::t"]
+    matrix = _killers_matrix(tmp_path, (ids, ""))
+    left = ["suites/pr/test_a.py::t2", "suites/pr/test_b.py::t1", "suites/pr/test_b.py::t2[x]", "suites/pr/test_b.py::t3"]
+    assert matrix["checks_never_failed"] == left  # a crash (m2 on test_b::t1) fails nothing
+    assert list(matrix["checks_unreachable"]) == ["suites/pr/test_plugin.py::t"]  # listed in unreachable.toml
+    assert matrix["never_failed_by_file"] == [("suites/pr/test_b.py", 3), ("suites/pr/test_a.py", 1)]
+    assert (tmp_path / "never_failed.txt").read_text().splitlines() == left
+    line = summary_line(matrix)
+    assert "PR checks no mutant fails: 4 (+1 listed unreachable) of 6, an upper bound" in line, line
+    assert "first failure" not in line and "--full can only lower it" in line
+    md = (tmp_path / "killmatrix.md").read_text()
+    assert "| `suites/pr/test_b.py` | 3 |" in md and "- `suites/pr/test_b.py::t2[x]`" in md
+    assert "first failure" in summary_line(_killers_matrix(tmp_path, (ids, ""), ["-x"]))
+
+
+def test_killers_mode_without_collected_checks_counts_nothing(tmp_path):
+    from refit_verify.selftest.run import summary_line
+
+    matrix = _killers_matrix(tmp_path, None)
+    assert "checks_never_failed" not in matrix and not (tmp_path / "never_failed.txt").exists()
+    failed = _killers_matrix(tmp_path, ([], "collecting suites/pr: pytest exit 4: boom"))
+    assert "checks_never_failed" not in failed and "no mutant fails" not in summary_line(failed)
+    assert "not counted (collecting suites/pr: pytest exit 4: boom)" in (tmp_path / "killmatrix.md").read_text()
+
+
+def test_collect_pr_checks_lists_node_ids_without_running(tmp_path, monkeypatch):
+    from refit_verify.selftest.run import collect_pr_checks
+
+    (tmp_path / "suites" / "pr").mkdir(parents=True)
+    (tmp_path / "suites" / "pr" / "test_x.py").write_text(
+        "import pytest\n\n@pytest.mark.parametrize('v', [1, 2])\ndef test_p(v):\n    raise SystemExit(3)\n\n"
+        "class TestC:\n    def test_m(self):\n        pass\n")
+    monkeypatch.chdir(tmp_path)
+    ids, error = collect_pr_checks()
+    assert not error and ids == ["suites/pr/test_x.py::test_p[1]", "suites/pr/test_x.py::test_p[2]",
+                                 "suites/pr/test_x.py::TestC::test_m"]
+    (tmp_path / "suites" / "pr" / "test_x.py").write_text("import no_such_module_here\n")
+    ids, error = collect_pr_checks()
+    assert ids == [] and "pytest exit 2" in error

@@ -24,7 +24,7 @@ def pytest_configure(config):
 def pytest_terminal_summary(terminalreporter, config):
     if not _controller(config) or not (OUT / "runs").is_dir():
         return
-    from refit_verify.selftest.run import BASELINE, MutantRun, summarize, summary_line, write
+    from refit_verify.selftest.run import BASELINE, MutantRun, collect_pr_checks, summarize, summary_line, write
 
     names = {f.name for f in fields(MutantRun)}
     runs, base = [], MutantRun(BASELINE)
@@ -39,7 +39,9 @@ def pytest_terminal_summary(terminalreporter, config):
             runs.append(run)
     if not runs:
         return
-    matrix = summarize(base, runs, full=False)
+    # the PR suite's check ids (collected, not run) when the CPU lane ran: the count of PR checks
+    # no declared killer run fails; conformance-only sessions (tox -e vllm) count nothing
+    matrix = summarize(base, runs, full=False, pr_checks=collect_pr_checks() if base.checks else None)
     md = write(matrix, OUT)
     terminalreporter.write_sep("=", "refit-verify kill matrix")
     terminalreporter.write_line(summary_line(matrix))
