@@ -112,14 +112,20 @@ def te_mxfp8_reference(x):
     return q, torch.from_numpy(np.where(byte == 255, np.float32("nan"), scale).astype(np.float32))
 
 
-def nemo_rl_mxfp8_refit(x):
-    """NeMo-RL quantize_mxfp8_weight restated: vLLM's torch MXFP8 path, then scale byte 0 -> 1."""
+def vllm_mxfp8_codes_and_exponents(x):
+    """vLLM's torch MXFP8 path restated: (codes, biased E8M0 exponent per 1x32 group, as float32)."""
     m, k = x.shape
     assert k % 32 == 0
     g = x.to(torch.float32).view(m, k // 32, 32)
     amax = g.abs().amax(dim=-1).clamp(min=torch.finfo(torch.float32).tiny)
     biased = (torch.ceil(torch.log2(amax / 448.0)) + 127.0).clamp(0, 254)
     q = (g / torch.exp2(biased - 127.0).unsqueeze(-1)).view(m, k).to(torch.float8_e4m3fn)
+    return q, biased
+
+
+def nemo_rl_mxfp8_refit(x):
+    """NeMo-RL quantize_mxfp8_weight restated: vLLM's torch MXFP8 path, then scale byte 0 -> 1."""
+    q, biased = vllm_mxfp8_codes_and_exponents(x)
     stored = torch.where(biased == 0, torch.ones_like(biased), biased)
     return q, torch.exp2(stored - 127.0)
 
@@ -207,12 +213,7 @@ def test_fit_searches_every_choice_of_every_field():
 
 def vllm_mxfp8_bytes(x):
     """vLLM's torch path returning its uint8 scale bytes (a NaN amax casts to a platform-defined byte)."""
-    m, k = x.shape
-    assert k % 32 == 0
-    g = x.to(torch.float32).view(m, k // 32, 32)
-    amax = g.abs().amax(dim=-1).clamp(min=torch.finfo(torch.float32).tiny)
-    biased = (torch.ceil(torch.log2(amax / 448.0)) + 127.0).clamp(0, 254)
-    q = (g / torch.exp2(biased - 127.0).unsqueeze(-1)).view(m, k).to(torch.float8_e4m3fn)
+    q, biased = vllm_mxfp8_codes_and_exponents(x)
     return q, biased.to(torch.uint8)
 
 
